@@ -1,0 +1,305 @@
+"""Run configuration: one frozen dataclass per concern, presets, profiles and `key=value` overrides.
+
+A run is fully described by a `RunConfig`; its hash names its cache entry (see `runs.py`).
+Presets name whole method variants (`paper`, `official`); profiles scale whole experiments (`ci`).
+Unknown keys, presets, profiles and values of the wrong type raise `ConfigError` with the valid choices.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+CACHE_VERSION = 1  # bump when training semantics change so that old cache entries are not reused
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a run (unknown key, preset, value...)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "teaching"  # teaching (2 modalities) | teaching3 (3 modalities)
+    modalities: tuple[str, ...] | None = None  # train on this subset (None: all), e.g. ("B",) = B alone
+    n_train: int | None = None  # None: the dataset's default size
+    n_test: int | None = None
+    n_val: int = 0  # samples held out for model selection
+    seed: int | None = None  # None: the run's seed draws the data too
+    # Per-modality knobs of the teaching datasets (None: the dataset's defaults), one entry per modality.
+    dim: tuple[int, ...] | None = None
+    scale: tuple[float, ...] | None = None  # signal scale s: x = g * (s * P[y] * informative + noise)
+    informative_frac: tuple[float, ...] | None = None  # fraction of samples on which a modality is informative
+    amplitude: tuple[float, ...] | None = None  # input amplitude g
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: str = "mlp"
+    hidden: int = 256
+    feature_dim: int = 64
+    fusion: str = "concat"  # concat | sum | film | gated
+    init: str = "default"  # default (PyTorch's) | official (Xavier-normal Linear, Kaiming-normal conv)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    rule: str = "paper"  # paper (Eq. 11, per modality) | official (moving average of one trace)
+    K: float = 0.04  # paper: open while (T[t-1] - T[t-2]) / T[t-1] > K
+    min_epoch: int = 2  # paper: epochs before this are never regulated (not enough history)
+    threshold: float = 0.05  # official: open while k > threshold
+    span: int = 10  # official: moving-average length (the trace list starts padded with `span` zeros)
+    watch: str | None = None  # official: the one modality whose trace is watched (None: the first)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "joint"  # joint | inforeg
+    preset: str = "paper"  # paper | official (InfoReg only)
+    unimodal_weight: float = 0.0  # weight of sum_m CE(f_m, y); 1.0 gives joint* / InfoReg*
+    regulate: str = "window"  # window | always | outside: when regulation may act
+    beta: float = 0.9  # paper: alpha_m = exp(beta * tanh(Delta_m))
+    score: str = "mean"  # mean (paper) | sum (official) of the true-class probability over the batch
+    coefficient: str = "paper"  # paper: exp(beta tanh D) | official: c_m exp(tanh D)
+    official_c: tuple[float, ...] = (0.95, 0.1)  # official prefactors c_m, one per modality (audio, video)
+    trace: str = "exact"  # which Tr F drives the window: exact (per-sample, Eq. 7) | official (proxy)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    step_size: int | None = None  # StepLR period in epochs (None: constant lr)
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 30
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1  # torch CPU threads; fixed so that numbers do not depend on the machine
+    fisher: bool = True  # exact per-sample Tr F every step (the official proxy is always logged)
+    probe_every: int = 0  # linear probe every k epochs (0: only after the last epoch)
+    profile: str = "ci"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Content hash naming this run's cache entry."""
+        blob = json.dumps({"config": self.to_dict(), "cache_version": CACHE_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """A short human name: method (with * for unimodal losses) and preset."""
+        star = "*" if self.method.unimodal_weight > 0 else ""
+        name = self.method.name + star
+        if self.method.name == "inforeg":
+            name += f" ({self.method.preset})"
+        if self.data.modalities is not None:
+            name = "+".join(self.data.modalities) + " alone" if len(self.data.modalities) == 1 else name
+        return name
+
+
+# Presets: whole method variants, as field overrides. `paper` is the equations as printed (Eq. 8's `-log`
+# read as a typo); `official` is what github.com/GeWu-Lab/InfoReg_CVPR2025 does (PAPER.md section 3).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "official": {
+        "method.unimodal_weight": 1.0,  # the code always trains L_joint + L_a + L_v
+        "method.score": "sum",  # batch sum of true-class probabilities: tanh(Delta) saturates near 1
+        "method.coefficient": "official",  # c_m * exp(tanh(Delta)), c = (0.95, 0.1)
+        "method.trace": "official",  # per-layer mean of squared mini-batch gradients, after the prox term
+        "window.rule": "official",  # 10-epoch moving average of the first ("audio") modality's trace
+        "window.min_epoch": 0,  # regulation from epoch 0
+    },
+}
+
+# Profiles scale whole experiments. The `full` profile (real data, GPU) comes with the real-data loaders.
+PROFILES: dict[str, dict[str, Any]] = {
+    "ci": {},
+}
+
+METHOD_ALIASES = {"joint*": ("joint", 1.0), "inforeg*": ("inforeg", 1.0)}
+
+
+_SECTION_NAMES = ("data", "model", "window", "method", "optim")
+
+
+def valid_keys() -> list[str]:
+    """Every key `--set` accepts, dotted for sections (`method.beta`)."""
+    keys = []
+    for f in fields(RunConfig):
+        if f.name in _SECTION_NAMES:
+            keys += [f"{f.name}.{g.name}" for g in fields(getattr(RunConfig(), f.name))]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert `value` (possibly a string from the command line) to the field type `tp`, or raise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if isinstance(value, str) and tp is not str:
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            if origin is tuple:  # a,b,c without parentheses
+                value = tuple(v.strip() for v in value.split(","))
+            else:
+                raise ConfigError(f"{key}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+    if origin is tuple:
+        if isinstance(value, (str, int, float)):
+            value = (value,)
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{key}: expected a tuple, got {value!r}")
+        return tuple(_coerce(key, v, args[0]) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp}")  # pragma: no cover
+
+
+def with_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Apply `{"method.beta": 0.5, "epochs": 10, ...}`; values may be strings as typed on a command line."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    keys = valid_keys()
+    for key, value in overrides.items():
+        if key not in keys:
+            close = [k for k in keys if key.split(".")[-1] == k.split(".")[-1]]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(keys)}")
+        if "." in key:
+            section, name = key.split(".", 1)
+            tp = _field_type(type(getattr(cfg, section)), name)
+            sections.setdefault(section, {})[name] = _coerce(key, value, tp)
+        else:
+            top[key] = _coerce(key, value, _field_type(RunConfig, key))
+    for section, changes in sections.items():
+        top[section] = replace(getattr(cfg, section), **changes)
+    return validate(replace(cfg, **top))
+
+
+CHOICES = {
+    "data.name": ("teaching", "teaching3"),
+    "model.encoder": ("mlp",),
+    "model.fusion": ("concat", "sum", "film", "gated"),
+    "model.init": ("default", "official"),
+    "window.rule": ("paper", "official"),
+    "method.name": ("joint", "inforeg"),
+    "method.preset": tuple(PRESETS),
+    "method.regulate": ("window", "always", "outside"),
+    "method.score": ("mean", "sum"),
+    "method.coefficient": ("paper", "official"),
+    "method.trace": ("exact", "official"),
+    "profile": tuple(PROFILES),
+}
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check choices and ranges; return cfg unchanged or raise ConfigError."""
+    for key, allowed in CHOICES.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in allowed:
+            raise ConfigError(f"{key}={obj!r} is not one of {', '.join(allowed)}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {cfg.epochs}")
+    if cfg.optim.batch_size < 1:
+        raise ConfigError(f"optim.batch_size must be at least 1, got {cfg.optim.batch_size}")
+    if cfg.method.trace == "exact" and not cfg.fisher:
+        raise ConfigError("method.trace='exact' needs fisher=true (the exact per-sample Tr F)")
+    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
+    return cfg
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def make_config(
+    dataset: str = "teaching",
+    method: str = "joint",
+    preset: str = "paper",
+    seed: int = 0,
+    profile: str = "ci",
+    device: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> RunConfig:
+    """Build a validated RunConfig: profile, then dataset and method, then preset, then overrides.
+
+    `method` may be `joint*` or `inforeg*` (the same method with unimodal losses of weight 1).
+    Extra keyword arguments are overrides with `__` for the dot: `method__beta=0.5`.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    name, uni = METHOD_ALIASES.get(method, (method, None))
+    changes: dict[str, Any] = dict(PROFILES[profile])
+    changes.update({"profile": profile, "data.name": dataset, "method.name": name, "method.preset": preset})
+    changes.update({"seed": seed, "device": resolve_device(device)})
+    changes.update(PRESETS[preset])
+    if uni is not None:
+        changes["method.unimodal_weight"] = uni
+    changes.update(overrides or {})
+    changes.update({k.replace("__", "."): v for k, v in kwargs.items()})
+    return with_overrides(RunConfig(), changes)
+
+
+def from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict()` output (e.g. a cached config.json); unknown keys raise."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if key in _SECTION_NAMES and isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return with_overrides(RunConfig(), flat)

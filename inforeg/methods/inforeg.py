@@ -1,0 +1,92 @@
+"""InfoReg: while a modality's prime learning window is open and it leads the others, pull its encoder back
+towards its start-of-epoch weights with a proximal term whose gradient is alpha_m (w_m - w_m^start).
+
+The proximal gradient is added to the gradients of the one ordinary backward pass (no extra backward,
+no host sync): alpha_m is a device tensor that is 0 on batches where modality m does not lead.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..models import Output
+from .base import EpochState, Method, regulation_active, true_class_prob
+
+
+def score_gap(scores: Tensor) -> Tensor:
+    """Delta_m = mean of (s_m - s_k) over the modalities k that score lower than m; 0 if none."""
+    diff = scores[:, None] - scores[None, :]
+    lower = diff > 0
+    return (diff * lower).sum(1) / lower.sum(1).clamp(min=1)
+
+
+def coefficients(delta: Tensor, rule: str, beta: float, official_c: Tensor | None = None) -> Tensor:
+    """alpha_m for every modality, 0 where Delta_m <= 0 (not information-sufficient).
+
+    paper: exp(beta * tanh(Delta_m)); official: c_m * exp(tanh(Delta_m))."""
+    if rule == "paper":
+        alpha = torch.exp(beta * torch.tanh(delta))
+    elif rule == "official":
+        alpha = official_c * torch.exp(torch.tanh(delta))
+    else:
+        raise ValueError(f"unknown coefficient rule {rule!r}; known: paper, official")
+    return alpha * (delta > 0)
+
+
+class InfoReg(Method):
+    def __init__(self, cfg, model):
+        super().__init__(cfg, model)
+        mc = cfg.method
+        self.params = {m: [p for p in model.encoders[m].parameters()] for m in self.modalities}
+        self.official_c = None
+        if mc.coefficient == "official":
+            if len(mc.official_c) != len(self.modalities):
+                raise ValueError(f"method.official_c has {len(mc.official_c)} prefactors but the run has "
+                                 f"{len(self.modalities)} modalities {list(self.modalities)}")
+            self.official_c = torch.tensor(mc.official_c)
+        self.active: dict[str, bool] = {}
+
+    def on_epoch_start(self, state: EpochState) -> None:
+        mc, wc = self.cfg.method, self.cfg.window
+        self.active = {m: regulation_active(mc.regulate, state.window[m][0], state.epoch, wc.min_epoch)
+                       for m in self.modalities}
+        self.start = {m: [p.detach().clone() for p in self.params[m]] for m in self.modalities
+                      if self.active[m]}
+        device = next(self.model.parameters()).device
+        if self.official_c is not None:
+            self.official_c = self.official_c.to(device)
+        self.alpha_sum = torch.zeros(len(self.modalities), device=device)
+        self.regulated = torch.zeros(len(self.modalities), device=device)
+        self.any_regulated = torch.zeros((), device=device)
+        self.batches = 0
+
+    @torch.no_grad()
+    def after_backward(self, out: Output, labels: Tensor, state: EpochState) -> None:
+        self.batches += 1
+        if not any(self.active.values()):
+            return
+        probs = torch.stack([true_class_prob(out.unimodal[m], labels) for m in self.modalities])
+        scores = probs.sum(1) if self.cfg.method.score == "sum" else probs.mean(1)
+        mask = torch.tensor([self.active[m] for m in self.modalities], device=scores.device)
+        alpha = coefficients(score_gap(scores), self.cfg.method.coefficient, self.cfg.method.beta,
+                             self.official_c) * mask
+        for i, m in enumerate(self.modalities):
+            if self.active[m]:
+                params = [p for p in self.params[m] if p.grad is not None]
+                starts = [s for p, s in zip(self.params[m], self.start[m]) if p.grad is not None]
+                pull = torch._foreach_sub(params, starts)
+                torch._foreach_mul_(pull, alpha[i])
+                torch._foreach_add_([p.grad for p in params], pull)
+        self.alpha_sum += alpha
+        on = alpha > 0
+        self.regulated += on
+        self.any_regulated += on.any()
+
+    def on_epoch_end(self, state: EpochState) -> dict:
+        n = max(self.batches, 1)
+        alpha_sum, regulated = self.alpha_sum.tolist(), self.regulated.tolist()
+        return {
+            "alpha": {m: (a / r if r else None) for m, a, r in zip(self.modalities, alpha_sum, regulated)},
+            "reg_frac": {m: r / n for m, r in zip(self.modalities, regulated)},
+            "regulated_frac": float(self.any_regulated) / n,
+        }

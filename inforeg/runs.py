@@ -1,0 +1,111 @@
+"""The results cache: `get_or_run(config)` returns a finished run or trains it, keyed by the config's hash.
+
+Layout of one entry, `<cache>/<hash>/`:
+  config.json      the full config (written first)
+  checkpoint.pt    the state after the last finished epoch (replaced atomically each epoch)
+  result.json      the RunResult; written atomically last, so only a complete run has one
+A run killed at any moment leaves no result.json; rerunning resumes from checkpoint.pt and ends with
+the same numbers as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .paths import cache_dir as default_cache_dir
+from .train import RunResult, train
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class FileCheckpoint:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a checkpoint is written atomically, so this is damage from outside
+            raise RuntimeError(f"{self.path}: cannot read the checkpoint ({e}); delete it to start the run "
+                               "again from epoch 0") from e
+
+    def save(self, state: dict) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.path, buf.getvalue())
+
+
+def entry_dir(cfg: RunConfig, cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / cfg.hash()
+
+
+def load_result(cfg: RunConfig, cache_dir: str | Path | None = None) -> RunResult | None:
+    """The cached result of `cfg`, or None if it has not finished."""
+    path = entry_dir(cfg, cache_dir) / "result.json"
+    if not path.exists():
+        return None
+    try:
+        result = RunResult.from_json(path.read_text())
+    except (json.JSONDecodeError, KeyError) as e:
+        raise RuntimeError(f"{path}: not a valid result ({e}); delete it to run again") from e
+    if result.config != cfg.to_dict():
+        raise RuntimeError(f"{path}: holds a different config than its hash says; delete the folder")
+    return result
+
+
+def get_or_run(cfg: RunConfig, cache_dir: str | Path | None = None, progress: bool | None = None,
+               force: bool = False) -> RunResult:
+    """The finished run of `cfg` from the cache, or train it (resuming a killed run) and cache it."""
+    if not force:
+        done = load_result(cfg, cache_dir)
+        if done is not None:
+            return done
+    folder = entry_dir(cfg, cache_dir)
+    atomic_write(folder / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True).encode())
+    checkpoint = FileCheckpoint(folder / "checkpoint.pt")
+    if force and checkpoint.path.exists():
+        checkpoint.path.unlink()
+    result = train(cfg, progress=progress, checkpoint=checkpoint)
+    atomic_write(folder / "result.json", result.to_json().encode())
+    if checkpoint.path.exists():
+        checkpoint.path.unlink()
+    return result
+
+
+def get_or_run_all(cfgs: Iterable[RunConfig], cache_dir: str | Path | None = None,
+                   progress: bool | None = None, desc: str = "runs") -> list[RunResult]:
+    """`get_or_run` for each config, one after another, with one progress bar over the runs (the runs'
+    own epoch bars stay hidden)."""
+    cfgs = list(cfgs)
+    kwargs = {} if progress is None else {"disable": not progress}
+    results = []
+    with tqdm(total=len(cfgs), desc=desc, unit="run", leave=False, **kwargs) as bar:
+        for cfg in cfgs:
+            results.append(get_or_run(cfg, cache_dir=cache_dir, progress=False))
+            bar.update(1)
+    return results
