@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .paths import cache_dir as default_cache_dir
-from .train import RunResult, train
+from .train import RunResult, progress_bar, train
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -73,7 +72,7 @@ def load_result(cfg: RunConfig, cache_dir: str | Path | None = None) -> RunResul
         result = RunResult.from_json(path.read_text())
     except (json.JSONDecodeError, KeyError) as e:
         raise RuntimeError(f"{path}: not a valid result ({e}); delete it to run again") from e
-    if result.config != cfg.to_dict():
+    if result.config != json.loads(json.dumps(cfg.to_dict())):  # JSON has lists where configs have tuples
         raise RuntimeError(f"{path}: holds a different config than its hash says; delete the folder")
     return result
 
@@ -102,9 +101,8 @@ def get_or_run_all(cfgs: Iterable[RunConfig], cache_dir: str | Path | None = Non
     """`get_or_run` for each config, one after another, with one progress bar over the runs (the runs'
     own epoch bars stay hidden)."""
     cfgs = list(cfgs)
-    kwargs = {} if progress is None else {"disable": not progress}
     results = []
-    with tqdm(total=len(cfgs), desc=desc, unit="run", leave=False, **kwargs) as bar:
+    with progress_bar(progress, total=len(cfgs), desc=desc, unit="run") as bar:
         for cfg in cfgs:
             results.append(get_or_run(cfg, cache_dir=cache_dir, progress=False))
             bar.update(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -128,9 +129,12 @@ def _env(cfg: RunConfig) -> dict:
             "threads": cfg.threads, "cuda": torch.version.cuda}
 
 
-def _progress(progress: bool | None, total: int, initial: int, desc: str):
-    kwargs = {} if progress is None else {"disable": not progress}
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, unit="epoch", **kwargs)
+def progress_bar(progress: bool | None, **kwargs) -> tqdm:
+    """A tqdm.auto bar (a widget in notebooks) that leaves nothing behind; progress=None shows it unless
+    the environment sets TQDM_DISABLE (tqdm's notebook bar does not read that variable itself)."""
+    if progress is None:
+        progress = os.environ.get("TQDM_DISABLE", "").lower() in ("", "0", "false")
+    return tqdm(disable=not progress, leave=False, **kwargs)
 
 
 def train(cfg: RunConfig, progress: bool | None = None, checkpoint: Checkpointer | None = None) -> RunResult:
@@ -179,7 +183,7 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
     enc_params = {m: list(model.encoders[m].parameters()) for m in mods}
     wc = cfg.window
     window_key = "trace" if cfg.method.trace == "exact" else "trace_official"
-    bar = _progress(progress, cfg.epochs, len(history), cfg.label)
+    bar = progress_bar(progress, total=cfg.epochs, initial=len(history), desc=cfg.label, unit="epoch")
     try:
         for epoch in range(len(history), cfg.epochs):
             tic = time.perf_counter()

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/refresh_notebooks.py [notebooks/00_quickstart.ipynb ...]
 
-Each notebook runs from a fresh cache folder (so its outputs never depend on earlier runs), then the
+Each notebook runs from a fresh cache folder, without progress bars, (so its outputs never depend on earlier runs), then the
 executed copy replaces the source only if the run succeeded. papermill's timing metadata and widget state
 are dropped; outputs and execution counts stay (nbval compares them).
 """
@@ -41,6 +41,7 @@ def clean(nb) -> None:
 def refresh(path: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["INFOREG_CACHE_DIR"] = str(Path(tmp) / "cache")
+        os.environ["TQDM_DISABLE"] = "1"  # as in run_tests.sh: no progress bars in the stored outputs
         out = Path(tmp) / path.name
         papermill.execute_notebook(str(path), str(out), kernel_name="python3", cwd=str(path.parent),
                                    progress_bar=False)
