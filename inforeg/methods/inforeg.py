@@ -43,7 +43,7 @@ class InfoReg(Method):
             if len(mc.official_c) != len(self.modalities):
                 raise ValueError(f"method.official_c has {len(mc.official_c)} prefactors but the run has "
                                  f"{len(self.modalities)} modalities {list(self.modalities)}")
-            self.official_c = torch.tensor(mc.official_c)
+            self.official_c = torch.tensor(mc.official_c, dtype=torch.float64)
         self.active: dict[str, bool] = {}
 
     def on_epoch_start(self, state: EpochState) -> None:
@@ -52,10 +52,11 @@ class InfoReg(Method):
                        for m in self.modalities}
         self.start = {m: [p.detach().clone() for p in self.params[m]] for m in self.modalities
                       if self.active[m]}
-        device = next(self.model.parameters()).device
+        first = next(self.model.parameters())
+        device = first.device
         if self.official_c is not None:
-            self.official_c = self.official_c.to(device)
-        self.alpha_sum = torch.zeros(len(self.modalities), device=device)
+            self.official_c = self.official_c.to(device=device, dtype=first.dtype)
+        self.alpha_sum = torch.zeros(len(self.modalities), device=device, dtype=first.dtype)
         self.regulated = torch.zeros(len(self.modalities), device=device)
         self.any_regulated = torch.zeros((), device=device)
         self.batches = 0
