@@ -97,6 +97,10 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def to_json_dict(self) -> dict:
+        """`to_dict()` as it reads back from JSON (lists where the config has tuples)."""
+        return json.loads(json.dumps(self.to_dict()))
+
     def hash(self) -> str:
         """Content hash naming this run's cache entry."""
         blob = json.dumps({"config": self.to_dict(), "cache_version": CACHE_VERSION}, sort_keys=True)
@@ -154,6 +158,9 @@ def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert `value` (possibly a string from the command line) to the field type `tp`, or raise."""
     origin = typing.get_origin(tp)
@@ -164,6 +171,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
+    if tp is bool and isinstance(value, str) and value.strip().lower() in _BOOLS:
+        return _BOOLS[value.strip().lower()]
     if isinstance(value, str) and tp is not str:
         try:
             value = ast.literal_eval(value.strip())

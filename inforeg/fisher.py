@@ -28,12 +28,12 @@ def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _linear_sq_norm(uses: list[tuple[tuple, Tensor]], has_bias: bool) -> Tensor:
+    if len(uses) == 1 and uses[0][1].ndim == 2:  # the common case: one call on (batch, features)
+        (a,), g = uses[0]
+        gg = (g * g).sum(1)
+        return gg * ((a * a).sum(1) + 1) if has_bias else gg * (a * a).sum(1)
     a = torch.cat([args[0].reshape(args[0].shape[0], -1, args[0].shape[-1]) for args, _ in uses], dim=1)
     g = torch.cat([grad.reshape(grad.shape[0], -1, grad.shape[-1]) for _, grad in uses], dim=1)
-    if a.shape[1] == 1:
-        a, g = a[:, 0], g[:, 0]
-        sq = (g * g).sum(1) * (a * a).sum(1)
-        return sq + (g * g).sum(1) if has_bias else sq
     sq = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
     if has_bias:
         gb = g.sum(1)
@@ -147,6 +147,7 @@ class OfficialTrace:
 
     def __init__(self, groups: dict[str, nn.Module]):
         self.weights = {g: weight_params(m) for g, m in groups.items()}
+        self._numel: dict[str, Tensor] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -155,10 +156,15 @@ class OfficialTrace:
     def step(self) -> None:
         """Call after every gradient change of the step (the official code reads them after the prox term)."""
         for g, ws in self.weights.items():
-            ws = [w for w in ws if w.grad is not None]
+            if any(w.grad is None for w in ws):  # a layer outside the loss: skip it this step
+                ws = [w for w in ws if w.grad is not None]
+                numel = torch.tensor([w.numel() for w in ws], device=ws[0].device) if ws else None
+            else:
+                if g not in self._numel:
+                    self._numel[g] = torch.tensor([w.numel() for w in ws], device=ws[0].device)
+                numel = self._numel[g]
             if ws:
                 norms = torch.stack(torch._foreach_norm([w.grad for w in ws]))
-                numel = torch.tensor([w.numel() for w in ws], dtype=norms.dtype, device=norms.device)
                 self.sums[g] = self.sums[g] + (norms.square() / numel).sum()
 
     def value(self) -> dict[str, float]:

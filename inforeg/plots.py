@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib as mpl
-import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .paths import figures_dir

@@ -70,9 +70,9 @@ def load_result(cfg: RunConfig, cache_dir: str | Path | None = None) -> RunResul
         return None
     try:
         result = RunResult.from_json(path.read_text())
-    except (json.JSONDecodeError, KeyError) as e:
-        raise RuntimeError(f"{path}: not a valid result ({e}); delete it to run again") from e
-    if result.config != json.loads(json.dumps(cfg.to_dict())):  # JSON has lists where configs have tuples
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RuntimeError(f"{path}: not a valid result ({type(e).__name__}: {e}); delete it to run again") from e
+    if result.config != cfg.to_json_dict():
         raise RuntimeError(f"{path}: holds a different config than its hash says; delete the folder")
     return result
 

@@ -101,22 +101,25 @@ def evaluate(model: MultimodalModel, dataset: datasets.TensorDataset, device: st
     return res
 
 
-def linear_probe(model: MultimodalModel, splits: datasets.Splits, device: str) -> dict[str, float]:
+def linear_probe(model: MultimodalModel, splits: datasets.Splits, device: str, threads: int = 1) -> dict[str, float]:
     """Test accuracy of a logistic regression trained on each encoder's frozen train features.
 
-    It measures what a modality's features hold, whatever the fused head makes of them."""
+    It measures what a modality's features hold, whatever the fused head makes of them. BLAS runs on
+    `threads` threads, like torch, so that the result and its speed do not depend on the machine."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     train = evaluate(model, splits.train, device, features=True)["features"]
     test = evaluate(model, splits.test, device, features=True)["features"]
     y_train, y_test = splits.train.labels.numpy(), splits.test.labels.numpy()
     acc = {}
-    for m in model.modalities:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        clf.fit(train[m], y_train)
-        acc[m] = float((clf.predict(test[m]) == y_test).mean())
+    with threadpool_limits(limits=threads):
+        for m in model.modalities:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            clf.fit(train[m], y_train)
+            acc[m] = float((clf.predict(test[m]) == y_test).mean())
     return acc
 
 
@@ -236,7 +239,7 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
                 record["val_acc"] = evaluate(model, splits.val, device)["acc"]
             last = epoch == cfg.epochs - 1
             if last or (cfg.probe_every and (epoch + 1) % cfg.probe_every == 0):
-                record["probe_acc_by_modality"] = linear_probe(model, splits, device)
+                record["probe_acc_by_modality"] = linear_probe(model, splits, device, cfg.threads)
             record["seconds"] = time.perf_counter() - tic
             history.append(record)
             log.info("epoch %d  loss %.4f  test acc %.4f  %s", epoch, record["train_loss"], record["test_acc"],
@@ -269,7 +272,7 @@ def _result(cfg: RunConfig, history: list[dict]) -> RunResult:
         best = int(np.argmax([h["val_acc"] for h in history]))
         selected = {"epoch": best, "val_acc": history[best]["val_acc"], "test_acc": history[best]["test_acc"],
                     "test_acc_by_modality": history[best]["test_acc_by_modality"]}
-    return RunResult(config=cfg.to_dict(), history=history, test_acc=final["test_acc"],
+    return RunResult(config=cfg.to_json_dict(), history=history, test_acc=final["test_acc"],
                      test_acc_by_modality=final["test_acc_by_modality"],
                      probe_acc_by_modality=final["probe_acc_by_modality"], best_test_acc=float(accs.max()),
                      selected=selected, env=_env(cfg))

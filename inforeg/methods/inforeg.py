@@ -56,6 +56,7 @@ class InfoReg(Method):
         device = first.device
         if self.official_c is not None:
             self.official_c = self.official_c.to(device=device, dtype=first.dtype)
+        self.mask = torch.tensor([self.active[m] for m in self.modalities], device=device)
         self.alpha_sum = torch.zeros(len(self.modalities), device=device, dtype=first.dtype)
         self.regulated = torch.zeros(len(self.modalities), device=device)
         self.any_regulated = torch.zeros((), device=device)
@@ -68,16 +69,13 @@ class InfoReg(Method):
             return
         probs = torch.stack([true_class_prob(out.unimodal[m], labels) for m in self.modalities])
         scores = probs.sum(1) if self.cfg.method.score == "sum" else probs.mean(1)
-        mask = torch.tensor([self.active[m] for m in self.modalities], device=scores.device)
         alpha = coefficients(score_gap(scores), self.cfg.method.coefficient, self.cfg.method.beta,
-                             self.official_c) * mask
+                             self.official_c) * self.mask
         for i, m in enumerate(self.modalities):
-            if self.active[m]:
-                params = [p for p in self.params[m] if p.grad is not None]
-                starts = [s for p, s in zip(self.params[m], self.start[m]) if p.grad is not None]
-                pull = torch._foreach_sub(params, starts)
+            if self.active[m]:  # grad += alpha_m (w - w_start); alpha_m is 0 on batches where m does not lead
+                pull = torch._foreach_sub(self.params[m], self.start[m])
                 torch._foreach_mul_(pull, alpha[i])
-                torch._foreach_add_([p.grad for p in params], pull)
+                torch._foreach_add_([p.grad for p in self.params[m]], pull)
         self.alpha_sum += alpha
         on = alpha > 0
         self.regulated += on

@@ -1,0 +1,492 @@
+"""Cost of one training step of InfoReg and of the exact per-sample Tr F, as multiples of a plain joint step.
+
+Every variant is built from the package's own pieces (make_config, build_model, build_method, FisherMeter,
+the per-sample references, inforeg.train) and timed in this one process: warm-up first, then `--repeats`
+rounds in which every variant runs a block of steps in turn (round-robin, starting one further each round),
+so that machine noise hits all of them alike. Per round a block gives one number: on CPU the median of its
+per-step times (wall clock, and process CPU time with one thread), on CUDA its mean between two
+synchronizations; the inforeg.train runs give the epoch's mean. The reported time is the median over rounds;
+ratios divide by joint's median over the same rounds, taken with the same statistic.
+
+    .venv/bin/python benchmarks/step_cost.py                # teaching MLP shapes, CPU, 1 thread
+    .venv/bin/python benchmarks/step_cost.py --device cuda  # where a GPU is available
+
+The last lines, one per entry, read `SHAPE/NAME ratio_to_joint=X.XX peak_mb=Y` (see benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import os
+
+# The CPU memory measurement uses the torch profiler; keep its device probing and allocator notes quiet.
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import functools  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from inforeg import data as datasets  # noqa: E402
+from inforeg import make_config, train  # noqa: E402
+from inforeg.data import Batch  # noqa: E402
+from inforeg.fisher import FisherMeter, per_sample_sq_norms_loop, per_sample_sq_norms_vmap  # noqa: E402
+from inforeg.methods import EpochState, build_method  # noqa: E402
+from inforeg.models import build_model  # noqa: E402
+
+REL_TOL = 1e-5  # hook-based meter against the per-sample loop
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shapes: what a block measures. A later "resnet18-cremad" block adds one more `Shape` (its own config
+# overrides, model input dims and batches; `loop=False` if inforeg.train cannot run it here).
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Shape:
+    name: str
+    description: str
+    dataset: str  # the config's data.name
+    overrides: dict  # config overrides shared by every variant (model sizes, ...)
+    # (config, batch size, device, how many) -> (input dims, classes, batches on the device)
+    make_batches: Callable[..., tuple[dict[str, int], int, list[Batch]]]
+    loop: bool = True  # time inforeg.train too (needs a dataset the package can load)
+    loop_overrides: Callable[[int, int], dict] = field(default=lambda batch, steps: {})
+
+
+def _teaching_batches(cfg, batch: int, device: str, n: int):
+    """Full mini-batches of the teaching data (real inputs: modality A leads, so InfoReg regulates it)."""
+    splits = datasets.load(cfg.data, cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out: list[Batch] = []
+    while len(out) < n:
+        out += [b.to(device) for b in splits.train.batches(batch, gen) if len(b) == batch]
+    return splits.input_dims(), splits.num_classes, out[:n]
+
+
+SHAPES = {
+    "teaching-mlp": Shape(
+        name="teaching-mlp",
+        description="2 modalities (A, B), MLP encoders 256 -> 256 -> 64, concat head, 10 classes",
+        dataset="teaching",
+        overrides={"model.encoder": "mlp", "model.hidden": 256, "model.feature_dim": 64,
+                   "model.fusion": "concat"},
+        make_batches=_teaching_batches,
+        # one epoch = `steps` full batches; a one-batch test set keeps the per-epoch evaluation small
+        loop_overrides=lambda batch, steps: {"data.n_train": batch * steps, "data.n_test": batch},
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Variants
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Variant:
+    name: str
+    what: str
+    fn: Callable[[], float | None]  # one call; returns its own per-step ms when it times itself (loops)
+    calls: int  # calls per block (0: unsupported here, not timed)
+    reports_ms: bool = False  # fn returns per-step ms (inforeg.train runs)
+    warmup: int = 1  # warm-up calls
+    after: Callable[[], str] | None = None  # a note printed after the run (e.g. regulated fraction)
+    # per round, per (clock, statistic): ms per step of the block; clock wall | cpu, statistic mean | median
+    samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def add(self, clock: str, stat: str, ms: float) -> None:
+        self.samples.setdefault((clock, stat), []).append(ms)
+
+
+class Cycler:
+    def __init__(self, batches: list[Batch]):
+        self.batches, self.i = batches, 0
+
+    def __call__(self) -> Batch:
+        b = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return b
+
+
+def _config(shape: Shape, args, method: str, preset: str = "paper", **extra):
+    over = dict(shape.overrides)
+    over.update({"optim.batch_size": args.batch, "threads": args.threads})
+    over.update(extra)
+    return make_config(shape.dataset, method, preset, device=args.device, overrides=over)
+
+
+def _opt(cfg, model):
+    oc = cfg.optim
+    return torch.optim.SGD(model.parameters(), lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+
+
+def _open_window(model, epoch: int = 5) -> EpochState:
+    """Every modality's prime learning window open (after min_epoch), so InfoReg's regulation acts."""
+    return EpochState(epoch, [], {m: (True, 1.0) for m in model.modalities})
+
+
+def step_variant(shape: Shape, args, base_model, batches: list[Batch], name: str, what: str, method_name: str,
+                 preset: str = "paper", meter: bool = False, hooks: bool = False) -> Variant:
+    """One training step as inforeg/train.py runs it per batch: forward, the method's loss, zero_grad,
+    backward, [FisherMeter collect], [the method's after_backward, window open], SGD step."""
+    cfg = _config(shape, args, method_name, preset)
+    model = copy.deepcopy(base_model)
+    method, opt, nxt = build_method(cfg, model), _opt(cfg, model), Cycler(batches)
+    fisher = None
+    if meter:
+        try:
+            fisher = FisherMeter(_groups(model))
+        except TypeError as e:  # a layer without an exact rule (e.g. conv): say so, keep the line
+            return Variant(name, f"unsupported: {e}", lambda: None, 0)
+    state = _open_window(model)
+    method.on_epoch_start(state)
+
+    def step():
+        b = nxt()
+        if fisher is not None:
+            fisher.start()
+        out = model(b.inputs)
+        loss = method.loss(out, b.labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if fisher is not None:
+            fisher.collect(len(b))
+        if hooks:
+            method.after_backward(out, b.labels, state)
+        opt.step()
+
+    def regulated():
+        frac = method.on_epoch_end(state)["reg_frac"]
+        return "regulated fraction of batches: " + ", ".join(f"{m} {f:.2f}" for m, f in frac.items())
+    return Variant(name, what, step, args.steps, after=regulated if hooks else None, warmup=args.warmup)
+
+
+def reference_variant(shape: Shape, args, base_model, batches: list[Batch], name: str, what: str, ref) -> Variant:
+    """Exact per-sample Tr F by a slow reference, alone (no optimizer step)."""
+    cfg = _config(shape, args, "joint")
+    model = copy.deepcopy(base_model)
+    method, nxt, groups = build_method(cfg, model), Cycler(batches), _groups(model)
+
+    def tr():
+        b = nxt()
+        ref(model, method.loss, b.inputs, b.labels, groups)
+    n = max(1, args.steps // 15)
+    return Variant(name, what, tr, n, warmup=max(1, args.warmup // 15))
+
+
+def _groups(model) -> dict:
+    """The loop's Tr F groups: each encoder and the whole model."""
+    return {m: model.encoders[m] for m in model.modalities} | {"all": model}
+
+
+def build_variants(shape: Shape, args, base_model, batches: list[Batch]) -> list[Variant]:
+    sv = functools.partial(step_variant, shape, args, base_model, batches)
+    rv = functools.partial(reference_variant, shape, args, base_model, batches)
+    variants = [
+        sv("joint", "forward, CE, backward, SGD step", "joint"),
+        sv("joint_star", "joint + unimodal CEs (L + sum_m L_m): the loss of the official preset", "joint*"),
+        sv("joint_fisher", "joint + FisherMeter start()/collect() (exact per-sample Tr F)", "joint", meter=True),
+        sv("inforeg_paper", "InfoReg paper preset: loss + after_backward, window open", "inforeg", "paper",
+           hooks=True),
+        sv("inforeg_official", "InfoReg official preset: loss + after_backward, window open", "inforeg",
+           "official", hooks=True),
+        rv("fisher_loop", "exact per-sample Tr F alone: per-sample loop, one backward each",
+           per_sample_sq_norms_loop),
+        rv("fisher_vmap", "exact per-sample Tr F alone: torch.func vmap(grad)", per_sample_sq_norms_vmap),
+    ]
+
+    # the whole loop: inforeg.train, one epoch of `--loop-steps` batches per call (see EpochAtATime)
+    if shape.loop and args.loop_steps > 0:
+        loops = (
+            ("loop_joint", "joint", "paper", {"fisher": False, "method.trace": "official"},
+             "train(): joint, fisher off (official proxy + grad norms only)"),
+            ("loop_joint_fisher", "joint", "paper", {}, "train(): joint, fisher on (the default)"),
+            # regulate=always: regulation acts in every timed epoch, whatever the window says
+            ("loop_inforeg_paper", "inforeg", "paper", {"method.regulate": "always"},
+             "train(): InfoReg paper, fisher on, regulate=always"),
+            ("loop_inforeg_official", "inforeg", "official", {"method.regulate": "always"},
+             "train(): InfoReg official, fisher on (its default), regulate=always"),
+            ("loop_inforeg_official_nofisher", "inforeg", "official",
+             {"method.regulate": "always", "fisher": False},
+             "train(): InfoReg official, fisher off (its window needs only the proxy), regulate=always"),
+        )
+        for name, method_name, preset, extra, what in loops:
+            over = dict(extra, epochs=10_000, **shape.loop_overrides(args.batch, args.loop_steps))
+            cfg = _config(shape, args, method_name, preset, **over)
+            loop = EpochAtATime(cfg, args.loop_steps)
+            variants.append(Variant(name, what, loop, 1, reports_ms=True,
+                                    after=loop.regulated if method_name == "inforeg" else None))
+
+    return variants
+
+
+class _Pause(Exception):
+    pass
+
+
+class EpochAtATime:
+    """inforeg.train, one epoch per call, through its own resume mechanism (the `checkpoint` argument).
+
+    `save` (called after every epoch but the last) keeps the state and stops the run, so the next call
+    resumes at the next epoch: the loop variants interleave with the others epoch by epoch, and the last
+    epoch's linear probe never runs. Returns the epoch's per-step ms, from the loop's own `seconds` (it
+    includes that epoch's bookkeeping and one evaluation of the one-batch test set)."""
+
+    def __init__(self, cfg, steps: int):
+        self.cfg, self.steps, self.state = cfg, steps, None
+
+    def load(self) -> dict | None:
+        return self.state
+
+    def save(self, state: dict) -> None:
+        self.state = state
+        raise _Pause
+
+    def __call__(self) -> float:
+        try:
+            train(self.cfg, progress=False, checkpoint=self)
+        except _Pause:
+            pass
+        else:  # pragma: no cover - only if the run ever reaches its last epoch
+            raise RuntimeError("the loop ran to its last epoch")
+        return 1000.0 * self.state["history"][-1]["seconds"] / self.steps
+
+    def regulated(self) -> str:
+        hist = self.state["history"][1:]  # the timed epochs
+        frac = {m: statistics.mean(h["reg_frac"][m] for h in hist) for m in hist[0]["reg_frac"]}
+        return "regulated fraction of batches: " + ", ".join(f"{m} {f:.2f}" for m, f in frac.items())
+
+
+def check_meter(shape: Shape, args, base_model, batch: Batch) -> tuple[str, bool]:
+    """FisherMeter (hooks) against the per-sample loop and vmap, on one batch, for both losses."""
+    lines, ok = [], True
+    for method_name, label in (("joint", "joint loss"), ("joint*", "official loss L+sum L_m")):
+        cfg = _config(shape, args, method_name)
+        model = copy.deepcopy(base_model)
+        method = build_method(cfg, model)
+        groups = _groups(model)
+        try:
+            meter = FisherMeter(groups)
+        except TypeError as e:
+            return f"check: FisherMeter unsupported here ({e})", True
+        meter.start()
+        out = model(batch.inputs)
+        method.loss(out, batch.labels).backward()
+        hooks = meter.collect(len(batch))
+        meter.close()
+        loop = per_sample_sq_norms_loop(model, method.loss, batch.inputs, batch.labels, groups)
+        vmap = per_sample_sq_norms_vmap(model, method.loss, batch.inputs, batch.labels, groups)
+
+        def rel(a, b):
+            return max(float(((a[g] - b[g]).abs() / b[g].abs().clamp_min(1e-30)).max()) for g in groups)
+        r_hook, r_vmap = rel(hooks, loop), rel(vmap, loop)
+        ok = ok and r_hook < REL_TOL
+        lines.append(f"check ({label}, groups {', '.join(groups)}): max rel diff meter vs loop {r_hook:.2e} "
+                     f"[{'ok' if r_hook < REL_TOL else 'FAIL'}, tol {REL_TOL:g}]; vmap vs loop {r_vmap:.2e}")
+    return "\n".join(lines), ok
+
+
+# --------------------------------------------------------------------------------------------------------
+# Timing and memory
+# --------------------------------------------------------------------------------------------------------
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_block(v: Variant, device: str, cpu_clock: bool) -> None:
+    """One block of `v.calls` calls: mean ms per step, and on CPU also the median of the per-call times
+    (robust to other processes preempting a few steps), by the wall clock and by the process CPU time
+    (which does not count time spent preempted; taken with --threads 1 only, where the step runs on this
+    one thread: with more, idle OpenMP workers spin and count)."""
+    if v.reports_ms:  # train(): the loop's own wall-clock epoch time
+        ms = [v.fn() for _ in range(v.calls)]
+        v.add("wall", "mean", statistics.mean(ms))
+        return
+    if device.startswith("cuda"):  # only the whole block, between two synchronizations
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(v.calls):
+            v.fn()
+        _sync(device)
+        v.add("wall", "mean", 1000.0 * (time.perf_counter() - t0) / v.calls)
+        return
+    wall, cpu = [], []
+    for _ in range(v.calls):
+        w, c = time.perf_counter(), time.process_time()
+        v.fn()
+        cpu.append(1000.0 * (time.process_time() - c))
+        wall.append(1000.0 * (time.perf_counter() - w))
+    for clock, ms in (("wall", wall), ("cpu", cpu)) if cpu_clock else (("wall", wall),):
+        v.add(clock, "mean", statistics.mean(ms))
+        v.add(clock, "median", statistics.median(ms))
+
+
+def peak_mb(fn: Callable, device: str) -> float:
+    """Extra tensor memory at the peak of one call, above what was allocated when it started (MB).
+
+    CUDA: torch.cuda.max_memory_allocated. CPU: the torch profiler's allocator events (every tensor
+    allocation and free through the CPU allocator, in time order); the running sum's maximum."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    # Two calls; the second is measured. The profiler cannot see the frees of blocks allocated before it
+    # started (the first call frees the previous step's gradients); the second call's frees are all seen.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+            with record_function("step_cost.measured"):
+                fn()
+        events = list(prof.profiler.kineto_results.events())
+    mark = next(e for e in events if e.name() == "step_cost.measured")
+    mem = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    level = sum(n for t, n in mem if t < mark.start_ns())
+    cur = peak = level
+    for t, n in mem:
+        if mark.start_ns() <= t <= mark.end_ns():
+            cur += n
+            peak = max(peak, cur)
+    return (peak - level) / 2**20
+
+
+def run_shape(shape: Shape, args) -> tuple[list[tuple[str, float, float]], bool]:
+    """Time every variant of one shape block; (summary rows, whether the meter check passed)."""
+    cfg = _config(shape, args, "joint")
+    n_batches = 8
+    dims, classes, batches = shape.make_batches(cfg, args.batch, args.device, n_batches)
+    torch.manual_seed(cfg.seed)
+    base_model = build_model(cfg.model, dims, classes).to(args.device)
+    check, check_ok = check_meter(shape, args, base_model, batches[0])
+    variants = build_variants(shape, args, base_model, batches)
+    active = [v for v in variants if v.calls > 0]
+
+    cpu_clock = not args.device.startswith("cuda") and args.threads == 1
+    t_start = time.perf_counter()
+    for v in active:
+        for _ in range(v.warmup):
+            v.fn()
+    for r in range(args.repeats):  # round-robin, starting one further each round
+        k = r % len(active)
+        for v in active[k:] + active[:k]:
+            time_block(v, args.device, cpu_clock)
+    elapsed = time.perf_counter() - t_start
+
+    joint = next(v for v in variants if v.name == "joint")
+    cuda = args.device.startswith("cuda")
+    clocks = ("wall", "cpu") if cpu_clock else ("wall",)
+    print(f"== {shape.name}: {shape.description}; batch {args.batch}, {args.device}, "
+          f"{args.threads} thread(s), torch {torch.__version__}, python {platform.python_version()}")
+    print(check)
+    print(f"timing: {args.warmup} warm-up steps, {args.repeats} interleaved rounds of {args.steps} steps "
+          f"(per-sample references: {max(1, args.steps // 15)} call(s); train(): one epoch of {args.loop_steps} "
+          f"steps per round after one warm-up epoch), {elapsed:.1f} s")
+    if cuda:
+        print("ms: median over rounds of the block's mean step time (wall clock, between two synchronizations)")
+        print("peak_mb: CUDA max_memory_allocated during one call, above memory_allocated at its start")
+    else:
+        print("ms: median over rounds of the block's median step time, wall clock (wall)"
+              + (" and process CPU time (cpu)" if cpu_clock else "")
+              + "; train() runs: of the epoch's mean wall time per step, their ratio to joint's block mean")
+        print("peak_mb: extra CPU tensor memory at the peak of one call, above its start (torch profiler "
+              "allocator events)")
+    print(f"summary ratio: {args.clock} clock; peak_mb is nan where not measured (train() runs)")
+    head = f"{'name':31s} {'wall ms':>8s} {'min':>7s} {'max':>7s} {'ratio':>6s}"
+    if cpu_clock:
+        head += f" {'cpu ms':>8s} {'ratio':>6s}"
+    print(head + f" {'peak_mb':>8s}  what")
+
+    def stat(v: Variant, clock: str) -> tuple[list[float], float] | None:
+        """(samples, ratio to joint) of one clock, or None where that clock was not taken."""
+        key = (clock, "mean") if (v.reports_ms or cuda) else (clock, "median")
+        if key not in v.samples:
+            return None
+        ref = joint.samples[key]
+        return v.samples[key], statistics.median(v.samples[key]) / statistics.median(ref)
+
+    rows = []
+    for v in variants:
+        if not v.samples:
+            rows.append((v.name, math.nan, math.nan))
+            print(f"{v.name:31s} {'-':>8s}  {v.what}")
+            continue
+        mem = math.nan if v.reports_ms else peak_mb(v.fn, args.device)
+        line = f"{v.name:31s}"
+        ratios = {}
+        for clock in clocks:
+            got = stat(v, clock)
+            if got is None:
+                line += f" {'-':>8s} {'-':>6s}"
+                continue
+            samples, ratios[clock] = got
+            med = statistics.median(samples)
+            line += f" {med:8.3f}" + (f" {min(samples):7.3f} {max(samples):7.3f}" if clock == "wall" else "")
+            line += f" {ratios[clock]:6.2f}"
+        # train() runs have only the wall clock: they report it whatever --clock says
+        rows.append((v.name, ratios.get(args.clock, ratios["wall"]), mem))
+        print(line + f" {mem:8.2f}  {v.what}")
+        if v.after is not None:
+            print(f"{'':31s} {v.after()}")
+    return rows, check_ok
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=11, help="interleaved rounds; the median is reported")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up steps per variant")
+    p.add_argument("--steps", type=int, default=20, help="steps per variant per round")
+    p.add_argument("--loop-steps", type=int, default=32,
+                   help="batches per epoch in the train() runs (0: skip them)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="which clock the summary ratios use (cpu: process CPU time; CPU device only)")
+    p.add_argument("--shapes", default="teaching-mlp", help=f"comma-separated, from {', '.join(SHAPES)}")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
+    if args.clock == "cpu" and (args.device.startswith("cuda") or args.threads != 1):
+        p.error("--clock cpu needs --device cpu and --threads 1 (other threads spin-wait on the CPU clock)")
+    for s in args.shapes.split(","):
+        if s not in SHAPES:
+            p.error(f"unknown shape {s!r}; known: {', '.join(SHAPES)}")
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    summary, all_ok = [], True
+    for s in args.shapes.split(","):
+        rows, ok = run_shape(SHAPES[s], args)
+        summary += [(f"{s}/{name}", ratio, mem) for name, ratio, mem in rows]
+        all_ok = all_ok and ok
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process max RSS {rss:.0f} MB (whole process, torch included); total {time.perf_counter() - t0:.1f} s")
+    print("# summary: NAME ratio_to_joint=X.XX peak_mb=Y")
+    for name, ratio, mem in summary:
+        print(f"{name} ratio_to_joint={ratio:.2f} peak_mb={mem:.2f}")
+    if not all_ok:
+        sys.exit("FisherMeter check failed (see the check lines above)")
+
+
+if __name__ == "__main__":
+    main()
