@@ -92,6 +92,7 @@ class RunConfig:
     threads: int = 1  # torch CPU threads; fixed so that numbers do not depend on the machine
     fisher: bool = True  # exact per-sample Tr F every step (the official proxy is always logged)
     probe_every: int = 0  # linear probe every k epochs (0: only after the last epoch)
+    grad_cosine_batches: int = 0  # k > 0: per epoch, cosine similarities of the first k batches' encoder gradients
     profile: str = "ci"
 
     def to_dict(self) -> dict:
@@ -255,6 +256,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{key}={obj!r} is not one of {', '.join(allowed)}")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {cfg.epochs}")
+    if cfg.grad_cosine_batches < 0 or cfg.grad_cosine_batches == 1:
+        raise ConfigError(f"grad_cosine_batches must be 0 (off) or at least 2, got {cfg.grad_cosine_batches}")
     if cfg.optim.batch_size < 1:
         raise ConfigError(f"optim.batch_size must be at least 1, got {cfg.optim.batch_size}")
     if cfg.method.trace == "exact" and not cfg.fisher:

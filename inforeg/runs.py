@@ -3,12 +3,14 @@
 Layout of one entry, `<cache>/<hash>/`:
   config.json      the full config (written first)
   checkpoint.pt    the state after the last finished epoch (replaced atomically each epoch)
+  model.pt         the final weights (for features, t-SNE, probes after the fact)
   result.json      the RunResult; written atomically last, so only a complete run has one
 A run killed at any moment leaves no result.json; rerunning resumes from checkpoint.pt and ends with
 the same numbers as an uninterrupted run.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -52,11 +54,13 @@ class FileCheckpoint:
                                "again from epoch 0") from e
 
     def save(self, state: dict) -> None:
-        import io
+        _save_torch(self.path, state)
 
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write(self.path, buf.getvalue())
+
+def _save_torch(path: Path, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def entry_dir(cfg: RunConfig, cache_dir: str | Path | None = None) -> Path:
@@ -90,6 +94,7 @@ def get_or_run(cfg: RunConfig, cache_dir: str | Path | None = None, progress: bo
     if force and checkpoint.path.exists():
         checkpoint.path.unlink()
     result = train(cfg, progress=progress, checkpoint=checkpoint)
+    _save_torch(folder / "model.pt", result.model_state)
     atomic_write(folder / "result.json", result.to_json().encode())
     if checkpoint.path.exists():
         checkpoint.path.unlink()
@@ -107,3 +112,32 @@ def get_or_run_all(cfgs: Iterable[RunConfig], cache_dir: str | Path | None = Non
             results.append(get_or_run(cfg, cache_dir=cache_dir, progress=False))
             bar.update(1)
     return results
+
+
+def load_model(cfg: RunConfig, cache_dir: str | Path | None = None):
+    """The trained model of a finished run (trained now if it is not in the cache), in eval mode on the CPU,
+    with the run's data splits: `model, splits = load_model(cfg)`."""
+    from . import data as datasets
+    from .models import build_model
+
+    path = entry_dir(cfg, cache_dir) / "model.pt"
+    if load_result(cfg, cache_dir) is None or not path.exists():
+        get_or_run(cfg, cache_dir=cache_dir, progress=False, force=load_result(cfg, cache_dir) is not None)
+    splits = datasets.load(cfg.data, cfg.seed)
+    model = build_model(cfg.model, splits.input_dims(), splits.num_classes)
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:
+        raise RuntimeError(f"{path}: cannot load the trained weights ({e}); delete the folder to retrain") from e
+    return model.eval(), splits
+
+
+def features(cfg: RunConfig, split: str = "test", cache_dir: str | Path | None = None):
+    """Each encoder's features on a split of a finished run: ({modality: (N, D) array}, labels array)."""
+    from .train import evaluate
+
+    model, splits = load_model(cfg, cache_dir)
+    dataset = getattr(splits, split)
+    if dataset is None:
+        raise ValueError(f"this run has no {split!r} split")
+    return evaluate(model, dataset, "cpu", features=True)["features"], dataset.labels.numpy()

@@ -40,6 +40,7 @@ class RunResult:
     best_test_acc: float  # the paper's protocol: best test accuracy over epochs
     selected: dict | None = None  # model selection on the validation split, when there is one
     env: dict = field(default_factory=dict)
+    model_state: dict | None = field(default=None, repr=False)  # final weights (not in the JSON; runs.py saves them)
 
     @property
     def cfg(self) -> RunConfig:
@@ -192,7 +193,8 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
             tic = time.perf_counter()
             window = window_state(wc.rule, _traces(history, window_key, mods), mods, wc.K, wc.min_epoch,
                                   wc.threshold, wc.span, wc.watch)
-            state = EpochState(epoch, history, window)
+            state = EpochState(epoch, history, window, splits, device)
+            kept: dict[str, list] = {m: [] for m in mods}  # first batches' encoder gradients (grad_cosine_batches)
             method.on_epoch_start(state)
             model.train()
             official.reset(), trace_sum.reset(), grad_norm.reset()
@@ -209,6 +211,9 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
                     trace_sum.add(meter.collect(len(batch)), len(batch))
                 grad_norm.add({m: torch.stack(torch._foreach_norm([p.grad for p in ps if p.grad is not None]))
                                .norm() for m, ps in enc_params.items()}, 1)
+                if len(kept[mods[0]]) < cfg.grad_cosine_batches:
+                    for m, ps in enc_params.items():
+                        kept[m].append(torch.cat([p.grad.flatten() for p in ps if p.grad is not None]))
                 method.after_backward(out, batch.labels, state)
                 official.step()
                 opt.step()
@@ -233,6 +238,8 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
                 "regulated_frac": 0.0,
             }
             record.update(method.on_epoch_end(state))
+            if cfg.grad_cosine_batches:
+                record["grad_cosine"] = {m: cosine_matrix(g) for m, g in kept.items()}
             test = evaluate(model, splits.test, device)
             record["test_acc"], record["test_acc_by_modality"] = test["acc"], test["acc_by_modality"]
             if splits.val is not None:
@@ -257,7 +264,16 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
         bar.close()
         if meter is not None:
             meter.close()
-    return _result(cfg, history)
+    result = _result(cfg, history)
+    result.model_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return result
+
+
+def cosine_matrix(grads: list[torch.Tensor]) -> list[list[float]]:
+    """Pairwise cosine similarities of flattened gradients (rounded to 6 decimals for the JSON)."""
+    g = torch.stack(grads).double()
+    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return [[round(v, 6) for v in row] for row in (g @ g.T).tolist()]
 
 
 def _finite(x: float) -> float | None:

@@ -50,7 +50,7 @@ def test_entry_layout_after_completion(tmp_path):
     result = get_or_run(cfg, cache_dir=tmp_path, progress=False)
     folder = tmp_path / cfg.hash()
     assert entry_dir(cfg, tmp_path) == folder
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "result.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.pt", "result.json"]
     assert [p.name for p in tmp_path.iterdir()] == [cfg.hash()]
     assert json.loads((folder / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
     assert json.loads((folder / "result.json").read_text())["test_acc"] == result.test_acc
@@ -85,7 +85,7 @@ def test_force_retrains(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     again = get_or_run(cfg, cache_dir=tmp_path, progress=False, force=True)
     assert calls == [1]
-    assert sorted(p.name for p in (tmp_path / cfg.hash()).iterdir()) == ["config.json", "result.json"]
+    assert sorted(p.name for p in (tmp_path / cfg.hash()).iterdir()) == ["config.json", "model.pt", "result.json"]
     assert again.cfg == cfg
 
 

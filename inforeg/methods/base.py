@@ -20,6 +20,8 @@ class EpochState:
     epoch: int
     history: list[dict]  # the finished epochs' records
     window: dict[str, tuple[bool, float]]  # per modality: (window open, the rule's statistic)
+    splits: object = None  # the run's data.Splits (train / test / val), for methods that need held-out data
+    device: str = "cpu"
     extra: dict = field(default_factory=dict)
 
 
