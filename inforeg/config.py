@@ -58,15 +58,57 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "joint"  # joint | inforeg
+    name: str = "joint"  # joint | inforeg | ogm | ogm_ge | greedy | pmr | agm | gblending | mmpareto | mibalance
     preset: str = "paper"  # paper | official (InfoReg only)
     unimodal_weight: float = 0.0  # weight of sum_m CE(f_m, y); 1.0 gives joint* / InfoReg*
-    regulate: str = "window"  # window | always | outside: when regulation may act
+    regulate: str = "window"  # window | always | outside: when regulation may act (make_config: InfoReg
+    # defaults to window, every other method to always, as their papers do)
     beta: float = 0.9  # paper: alpha_m = exp(beta * tanh(Delta_m))
     score: str = "mean"  # mean (paper) | sum (official) of the true-class probability over the batch
     coefficient: str = "paper"  # paper: exp(beta tanh D) | official: c_m exp(tanh D)
     official_c: tuple[float, ...] = (0.95, 0.1)  # official prefactors c_m, one per modality (audio, video)
     trace: str = "exact"  # which Tr F drives the window: exact (per-sample, Eq. 7) | official (proxy)
+
+
+# One section per baseline: its official code's constants as defaults (PAPER.md section 6, BASELINES.md).
+@dataclass(frozen=True)
+class OGMConfig:
+    alpha: float = 0.8  # k = 1 - tanh(alpha * rho) on the leading encoder's weight gradients (CREMA-D value)
+
+
+@dataclass(frozen=True)
+class GreedyConfig:
+    threshold: float = 0.001  # imbalance of conditional learning speeds that triggers re-balancing
+    window: int = 5  # batches over which the learning speeds are accumulated
+
+
+@dataclass(frozen=True)
+class PMRConfig:
+    alpha: float = 2.0  # weight of the prototype cross-entropy on the weaker modality (CREMA-D concat scripts)
+    momentum: float = 0.0  # EMA of the prototypes across epochs (the scripts mostly use 0)
+
+
+@dataclass(frozen=True)
+class AGMConfig:
+    alpha: float = 1.5  # kappa = exp(alpha * min(r_bar - r, 10)) (author's CREMA-D setting)
+
+
+@dataclass(frozen=True)
+class GBlendingConfig:
+    super_epoch: int = 10  # epochs between re-estimations of the loss weights on the validation split
+
+
+@dataclass(frozen=True)
+class MMParetoConfig:
+    gamma: float = 1.5  # the combined gradient's magnitude is restored and scaled by gamma
+
+
+@dataclass(frozen=True)
+class MIBalanceConfig:  # reconstructed (only the abstract is public): every constant is a setting
+    distill_lambda: float = 0.5  # (1 - lambda) CE + lambda T^2 KL(teacher || student)
+    temperature: float = 2.0
+    w_min: float = 0.1  # stage-2 unimodal loss weights are clipped to [w_min, w_max]
+    w_max: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +128,13 @@ class RunConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    ogm: OGMConfig = field(default_factory=OGMConfig)
+    greedy: GreedyConfig = field(default_factory=GreedyConfig)
+    pmr: PMRConfig = field(default_factory=PMRConfig)
+    agm: AGMConfig = field(default_factory=AGMConfig)
+    gblending: GBlendingConfig = field(default_factory=GBlendingConfig)
+    mmpareto: MMParetoConfig = field(default_factory=MMParetoConfig)
+    mibalance: MIBalanceConfig = field(default_factory=MIBalanceConfig)
     epochs: int = 30
     seed: int = 0
     device: str = "cpu"
@@ -141,7 +190,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 METHOD_ALIASES = {"joint*": ("joint", 1.0), "inforeg*": ("inforeg", 1.0)}
 
 
-_SECTION_NAMES = ("data", "model", "window", "method", "optim")
+_SECTION_NAMES = tuple(f.name for f in fields(RunConfig) if f.default_factory is not dataclasses.MISSING)
 
 
 def valid_keys() -> list[str]:
@@ -236,7 +285,8 @@ CHOICES = {
     "model.fusion": ("concat", "sum", "film", "gated"),
     "model.init": ("default", "official"),
     "window.rule": ("paper", "official"),
-    "method.name": ("joint", "inforeg"),
+    "method.name": ("joint", "inforeg", "ogm", "ogm_ge", "greedy", "pmr", "agm", "gblending", "mmpareto",
+                    "mibalance"),
     "method.preset": tuple(PRESETS),
     "method.regulate": ("window", "always", "outside"),
     "method.score": ("mean", "sum"),
@@ -301,6 +351,8 @@ def make_config(
     changes.update(PRESETS[preset])
     if uni is not None:
         changes["method.unimodal_weight"] = uni
+    if name != "inforeg":
+        changes["method.regulate"] = "always"
     changes.update(overrides or {})
     changes.update({k.replace("__", "."): v for k, v in kwargs.items()})
     return with_overrides(RunConfig(), changes)

@@ -91,9 +91,7 @@ class FisherMeter:
             if isinstance(layer, nn.Linear):
                 sq = _linear_sq_norm(done, layer.bias is not None)
             else:
-                if len(done) != 1:
-                    raise RuntimeError(f"{type(layer).__name__} was used {len(done)} times in one step")
-                sq = layer.per_sample_sq_norm(*done[0])
+                sq = layer.per_sample_sq_norm(done)
             for gname in self._layers[layer]:
                 out[gname] = out[gname] + sq if gname in out else sq
         # The hooks see the gradient of the batch mean, (1/B) dloss_n: scale back to per-sample gradients.

@@ -208,3 +208,31 @@ def test_official_trace_sums_over_steps():
     assert trace.value()["all"] == pytest.approx(first + second, rel=1e-10)
     trace.reset()
     assert trace.value()["all"] == 0.0
+
+
+def test_meter_exact_when_the_fusion_runs_several_times_in_one_step():
+    """AGM-style extra passes through the concat head (and split-head unimodal losses) still give the exact
+    per-sample Tr F: the per-call gradients of the head add up before the norm is taken."""
+    import torch.nn.functional as F
+
+    from inforeg.config import ModelConfig
+    from inforeg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=16, feature_dim=8, fusion="concat"), {"A": 5, "B": 7}, 4).double()
+    groups = {"A": model.encoders["A"], "B": model.encoders["B"], "all": model}
+
+    def loss_fn(out, y):
+        alone_a, _ = model.fusion([out.features["A"], torch.zeros_like(out.features["B"])])
+        return (F.cross_entropy(out.logits, y) + 0.5 * F.cross_entropy(alone_a, y)
+                + F.cross_entropy(out.unimodal["A"], y))
+
+    x = {"A": torch.randn(6, 5, dtype=torch.float64), "B": torch.randn(6, 7, dtype=torch.float64)}
+    y = torch.randint(4, (6,))
+    meter = FisherMeter(groups)
+    meter.start()
+    loss_fn(model(x), y).backward()
+    got = meter.collect(6)
+    ref = per_sample_sq_norms_loop(model, loss_fn, x, y, groups)
+    for g in groups:
+        torch.testing.assert_close(got[g], ref[g], rtol=1e-10, atol=0)

@@ -34,16 +34,26 @@ class SplitHead(nn.Module):
         return torch.stack([fused] + uni, dim=1)
 
     @staticmethod
-    def per_sample_sq_norm(inputs: tuple, grad: Tensor) -> Tensor:
-        """Squared norm of each sample's gradient w.r.t. weight and bias, from the output gradient.
+    def per_sample_sq_norm(uses: list[tuple[tuple, Tensor]]) -> Tensor:
+        """Squared norm of each sample's gradient w.r.t. weight and bias, from the calls of one step.
 
-        Block m of the weight receives (g_fused + g_m) h_m^T; the bias receives g_fused + sum_m g_m / M.
+        In one call, block m of the weight receives (g_fused + g_m) h_m^T and the bias g_fused + sum_m g_m / M;
+        over several calls (AGM-style extra passes) the per-sample gradients add up, so the squared norm of
+        block m is sum_uv (G_u . G_v)(h_u . h_v) with G_u = g_fused,u + g_m,u.
         """
-        (feats,) = inputs
-        g0, gm = grad[:, 0], grad[:, 1:]
-        w = sum(((g0 + gm[:, m]) ** 2).sum(1) * (h ** 2).sum(1) for m, h in enumerate(feats))
-        b = ((g0 + gm.sum(1) / len(feats)) ** 2).sum(1)
-        return w + b
+        n_mod = len(uses[0][0][0])
+        grads = torch.stack([g for _, g in uses], dim=1)  # (batch, uses, 1 + M, classes)
+        g0, gm = grads[:, :, 0], grads[:, :, 1:]
+        w = 0
+        for m in range(n_mod):
+            h = torch.stack([args[0][m] for args, _ in uses], dim=1)  # (batch, uses, dim)
+            gsum = g0 + gm[:, :, m]
+            if len(uses) == 1:
+                w = w + (gsum[:, 0] ** 2).sum(1) * (h[:, 0] ** 2).sum(1)
+            else:
+                w = w + (torch.bmm(gsum, gsum.transpose(1, 2)) * torch.bmm(h, h.transpose(1, 2))).sum((1, 2))
+        b = (g0 + gm.sum(2) / n_mod).sum(1)
+        return w + (b ** 2).sum(1)
 
 
 class ConcatFusion(nn.Module):
