@@ -35,6 +35,7 @@ class RunResult:
     config: dict
     history: list[dict]
     test_acc: float  # after the last epoch
+    test_f1: float  # macro-F1 of the fused prediction, after the last epoch
     test_acc_by_modality: dict[str, float]  # split head / unimodal logits, after the last epoch
     probe_acc_by_modality: dict[str, float]  # linear probe on frozen features, after the last epoch
     best_test_acc: float  # the paper's protocol: best test accuracy over epochs
@@ -53,6 +54,7 @@ class RunResult:
     def summary(self) -> dict:
         return {
             "test_acc": self.test_acc,
+            "test_f1": self.test_f1,
             "test_acc_by_modality": self.test_acc_by_modality,
             "probe_acc_by_modality": self.probe_acc_by_modality,
             "best_test_acc": self.best_test_acc,
@@ -68,7 +70,7 @@ class RunResult:
     @classmethod
     def from_json(cls, text: str) -> "RunResult":
         d = json.loads(text)
-        return cls(config=d["config"], history=d["history"], test_acc=d["test_acc"],
+        return cls(config=d["config"], history=d["history"], test_acc=d["test_acc"], test_f1=d["test_f1"],
                    test_acc_by_modality=d["test_acc_by_modality"],
                    probe_acc_by_modality=d["probe_acc_by_modality"], best_test_acc=d["best_test_acc"],
                    selected=d.get("selected"), env=d.get("env", {}))
@@ -86,20 +88,34 @@ def evaluate(model: MultimodalModel, dataset: datasets.TensorDataset, device: st
     was_training = model.training
     model.eval()
     correct, correct_m, feats = 0, {m: 0 for m in model.modalities}, {m: [] for m in model.modalities}
+    preds = []
     for batch in dataset.batches(batch_size):
         batch = batch.to(device)
         out = model(batch.inputs)
-        correct += (out.logits.argmax(1) == batch.labels).sum()
+        preds.append(out.logits.argmax(1).cpu())
+        correct += (preds[-1] == batch.labels.cpu()).sum()
         for m in model.modalities:
             correct_m[m] += (out.unimodal[m].argmax(1) == batch.labels).sum()
             if features:
                 feats[m].append(out.features[m].float().cpu())
     model.train(was_training)
     n = len(dataset)
-    res = {"acc": float(correct) / n, "acc_by_modality": {m: float(c) / n for m, c in correct_m.items()}}
+    res = {"acc": float(correct) / n, "acc_by_modality": {m: float(c) / n for m, c in correct_m.items()},
+           "f1": macro_f1(torch.cat(preds), dataset.labels)}
     if features:
         res["features"] = {m: torch.cat(f).numpy() for m, f in feats.items()}
     return res
+
+
+def macro_f1(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over classes of 2 TP / (2 TP + FP + FN), over the classes that occur in labels or predictions
+    (scikit-learn's f1_score(average="macro"))."""
+    pred, labels = pred.cpu().long(), labels.cpu().long()
+    k = int(max(pred.max(), labels.max())) + 1
+    tp = torch.bincount(labels[pred == labels], minlength=k).double()
+    n_pred, n_true = torch.bincount(pred, minlength=k).double(), torch.bincount(labels, minlength=k).double()
+    present = (n_pred + n_true) > 0
+    return float((2 * tp[present] / (n_pred[present] + n_true[present])).mean())
 
 
 def linear_probe(model: MultimodalModel, splits: datasets.Splits, device: str, threads: int = 1) -> dict[str, float]:
@@ -242,8 +258,10 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
                 record["grad_cosine"] = {m: cosine_matrix(g) for m, g in kept.items()}
             test = evaluate(model, splits.test, device)
             record["test_acc"], record["test_acc_by_modality"] = test["acc"], test["acc_by_modality"]
+            record["test_f1"] = test["f1"]
             if splits.val is not None:
-                record["val_acc"] = evaluate(model, splits.val, device)["acc"]
+                val = evaluate(model, splits.val, device)
+                record["val_acc"], record["val_f1"] = val["acc"], val["f1"]
             last = epoch == cfg.epochs - 1
             if last or (cfg.probe_every and (epoch + 1) % cfg.probe_every == 0):
                 record["probe_acc_by_modality"] = linear_probe(model, splits, device, cfg.threads)
@@ -287,8 +305,9 @@ def _result(cfg: RunConfig, history: list[dict]) -> RunResult:
     if "val_acc" in final:
         best = int(np.argmax([h["val_acc"] for h in history]))
         selected = {"epoch": best, "val_acc": history[best]["val_acc"], "test_acc": history[best]["test_acc"],
+                    "test_f1": history[best]["test_f1"],
                     "test_acc_by_modality": history[best]["test_acc_by_modality"]}
-    return RunResult(config=cfg.to_json_dict(), history=history, test_acc=final["test_acc"],
+    return RunResult(config=cfg.to_json_dict(), history=history, test_acc=final["test_acc"], test_f1=final["test_f1"],
                      test_acc_by_modality=final["test_acc_by_modality"],
                      probe_acc_by_modality=final["probe_acc_by_modality"], best_test_acc=float(accs.max()),
                      selected=selected, env=_env(cfg))
