@@ -4,6 +4,8 @@
     python -m inforeg train --method joint --epochs 10 --set model.fusion=sum --set optim.lr=0.02
     python -m inforeg methods
     python -m inforeg config --method inforeg --preset official
+    python -m inforeg prepare cremad --raw CREMA-D --out data/cremad      (also kinetics_sounds, mosi)
+    python -m inforeg train --dataset cremad --profile full --method inforeg --preset official
 """
 from __future__ import annotations
 
@@ -27,13 +29,15 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="teaching", help="teaching | teaching3 (default: teaching)")
+    p.add_argument("--dataset", default="teaching",
+                   help="teaching | teaching3 | cremad | kinetics_sounds | mosi (default: teaching)")
     p.add_argument("--method", default="joint", help="joint | inforeg; joint* and inforeg* add unimodal losses")
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="method variant (default: paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the profile's)")
     p.add_argument("--profile", default="ci", choices=sorted(PROFILES))
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: the profile's, "
+                                                  "cpu for ci, auto for full)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any config field, e.g. method.beta=0.5 or data.modalities=B (repeatable); "
                         "`python -m inforeg config --keys` lists them")
@@ -62,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("methods", help="list the training methods")
 
+    from .data.prepare import add_parser as add_prepare_parser
+
+    add_prepare_parser(sub)
+
     p_cfg = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(p_cfg)
     p_cfg.add_argument("--keys", action="store_true", help="list every key that --set accepts")
@@ -74,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "prepare":
+        from .data.prepare import run
+
+        return run(args)
     if args.command == "methods":
         from .methods import METHODS
 

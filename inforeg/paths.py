@@ -15,3 +15,8 @@ def cache_dir() -> Path:
 def figures_dir() -> Path:
     """Saved figures: $INFOREG_FIG_DIR, else <repo>/figures."""
     return Path(os.environ.get("INFOREG_FIG_DIR", ROOT / "figures"))
+
+
+def data_dir() -> Path:
+    """Prepared real datasets, one folder each: $INFOREG_DATA_DIR, else <repo>/data."""
+    return Path(os.environ.get("INFOREG_DATA_DIR", ROOT / "data"))

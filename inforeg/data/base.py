@@ -9,6 +9,17 @@ import torch
 from torch import Tensor
 
 
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):  # so that it crosses process boundaries intact
+        return DataError, (self.path, self.problem)
+
+
 @dataclass
 class Batch:
     """One mini-batch: a tensor per modality (same order as the dataset's `modalities`) and the labels."""
@@ -48,6 +59,10 @@ class TensorDataset:
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.inputs)
 
+    def input_dims(self) -> dict[str, int]:
+        """Size of each modality's feature axis (the last one): what its encoder takes in."""
+        return {m: x.shape[-1] for m, x in self.inputs.items()}
+
     def subset(self, index: Tensor) -> "TensorDataset":
         return TensorDataset({m: x[index] for m, x in self.inputs.items()}, self.labels[index])
 
@@ -84,7 +99,8 @@ class Splits:
         return Splits(self.train.select(modalities), self.test.select(modalities), self.num_classes, val)
 
     def input_dims(self) -> dict[str, int]:
-        return {m: x.shape[-1] for m, x in self.train.inputs.items()}
+        """Per modality, what its encoder takes in: features (vectors, sequences) or channels (images)."""
+        return self.train.input_dims()
 
 
 def from_arrays(

@@ -5,11 +5,22 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .encoders import MLPEncoder
+from .encoders import MLPEncoder, TransformerEncoder
 from .fusion import FUSIONS, ConcatFusion, FiLMFusion, GatedFusion, SplitHead, SumFusion
 
-__all__ = ["Output", "MultimodalModel", "build_model", "MLPEncoder", "FUSIONS", "ConcatFusion", "SumFusion",
-           "FiLMFusion", "GatedFusion", "SplitHead", "official_init"]
+__all__ = ["Output", "MultimodalModel", "build_model", "MLPEncoder", "TransformerEncoder", "ResNet18Encoder",
+           "ENCODERS", "FUSIONS", "ConcatFusion", "SumFusion", "FiLMFusion", "GatedFusion", "SplitHead",
+           "official_init"]
+
+ENCODERS = ("mlp", "resnet18", "transformer")
+
+
+def __getattr__(name: str):  # torchvision is imported only when a ResNet is asked for
+    if name == "ResNet18Encoder":
+        from .resnet import ResNet18Encoder
+
+        return ResNet18Encoder
+    raise AttributeError(name)
 
 
 @dataclass
@@ -45,11 +56,23 @@ def official_init(model: nn.Module) -> None:
             nn.init.zeros_(mod.bias)
 
 
+def make_encoder(model_cfg, in_dim: int) -> nn.Module:
+    """One modality's encoder. in_dim: input features (mlp, transformer) or channels (resnet18: 1 for a
+    spectrogram, 3 for RGB frames; its feature is 512-d whatever model.feature_dim says)."""
+    if model_cfg.encoder == "mlp":
+        return MLPEncoder(in_dim, model_cfg.hidden, model_cfg.feature_dim)
+    if model_cfg.encoder == "transformer":
+        return TransformerEncoder(in_dim, model_cfg.feature_dim, model_cfg.hidden)
+    if model_cfg.encoder == "resnet18":
+        from .resnet import ResNet18Encoder
+
+        return ResNet18Encoder(in_dim)
+    raise ValueError(f"unknown encoder {model_cfg.encoder!r}; known: {', '.join(ENCODERS)}")
+
+
 def build_model(model_cfg, input_dims: dict[str, int], num_classes: int) -> MultimodalModel:
     """Encoders in modality order, then the fusion; PyTorch's default init unless `init='official'`."""
-    if model_cfg.encoder != "mlp":
-        raise ValueError(f"unknown encoder {model_cfg.encoder!r}; known: mlp")
-    encoders = {m: MLPEncoder(d, model_cfg.hidden, model_cfg.feature_dim) for m, d in input_dims.items()}
+    encoders = {m: make_encoder(model_cfg, d) for m, d in input_dims.items()}
     if model_cfg.fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {model_cfg.fusion!r}; known: {', '.join(FUSIONS)}")
     fusion = FUSIONS[model_cfg.fusion]([e.out_dim for e in encoders.values()], num_classes)
