@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("methods", help="list the training methods")
 
+    p_work = sub.add_parser("work", help="train a JSON list of configs into the cache (what runs.get_or_run_all "
+                                         "starts in each worker process)")
+    p_work.add_argument("listing", type=Path, help="JSON file: a list of configs as written by RunConfig.to_dict()")
+    p_work.add_argument("--cache-dir", type=Path, default=None)
+
     from .data.prepare import add_parser as add_prepare_parser
 
     add_prepare_parser(sub)
@@ -86,6 +91,17 @@ def _run(args) -> int:
         from .data.prepare import run
 
         return run(args)
+    if args.command == "work":
+        from .config import from_dict
+        from .runs import get_or_run
+
+        try:
+            listing = json.loads(args.listing.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{args.listing}: cannot read the list of configs ({e})") from e
+        for entry in listing:
+            get_or_run(from_dict(entry), cache_dir=args.cache_dir, progress=False)
+        return 0
     if args.command == "methods":
         from .methods import METHODS
 

@@ -101,17 +101,68 @@ def get_or_run(cfg: RunConfig, cache_dir: str | Path | None = None, progress: bo
     return result
 
 
+def default_workers() -> int:
+    """Processes for a group of runs: $INFOREG_WORKERS, else one per CPU core (each run uses `threads`)."""
+    return max(1, int(os.environ.get("INFOREG_WORKERS", os.cpu_count() or 1)))
+
+
 def get_or_run_all(cfgs: Iterable[RunConfig], cache_dir: str | Path | None = None,
-                   progress: bool | None = None, desc: str = "runs") -> list[RunResult]:
-    """`get_or_run` for each config, one after another, with one progress bar over the runs (the runs'
-    own epoch bars stay hidden)."""
+                   progress: bool | None = None, desc: str = "runs", workers: int | None = None
+                   ) -> list[RunResult]:
+    """`get_or_run` for each config, with one progress bar over the runs (their own epoch bars stay hidden).
+
+    Runs missing from the cache train in `workers` worker processes at once (default: `default_workers()`),
+    each a `python -m inforeg work` that writes into the same cache. Every run is seeded and
+    single-threaded, so the results are exactly those of running them one after another."""
     cfgs = list(cfgs)
-    results = []
-    with progress_bar(progress, total=len(cfgs), desc=desc, unit="run") as bar:
-        for cfg in cfgs:
-            results.append(get_or_run(cfg, cache_dir=cache_dir, progress=False))
-            bar.update(1)
-    return results
+    todo = list(dict.fromkeys(c for c in cfgs if load_result(c, cache_dir) is None))
+    workers = min(default_workers() if workers is None else workers, len(todo))
+    with progress_bar(progress, total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc, unit="run") as bar:
+        if workers <= 1:
+            for cfg in todo:
+                get_or_run(cfg, cache_dir=cache_dir, progress=False)
+                bar.update(1)
+        else:
+            _in_workers(todo, cache_dir, workers, bar)
+    return [load_result(c, cache_dir) for c in cfgs]
+
+
+def _in_workers(cfgs: list[RunConfig], cache_dir, workers: int, bar) -> None:
+    """Train `cfgs` in `workers` subprocesses (round-robin shares), updating `bar` as results appear."""
+    import subprocess
+    import sys
+    import time
+
+    cache = Path(cache_dir if cache_dir is not None else default_cache_dir())
+    with tempfile.TemporaryDirectory(prefix="inforeg-work-") as tmp:
+        procs = []
+        try:
+            for w in range(workers):
+                listing = Path(tmp) / f"worker{w}.json"
+                listing.write_text(json.dumps([c.to_dict() for c in cfgs[w::workers]]))
+                log = open(Path(tmp) / f"worker{w}.log", "w")
+                cmd = [sys.executable, "-m", "inforeg", "work", str(listing), "--cache-dir", str(cache)]
+                procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+            done = 0
+            while True:
+                running = any(p.poll() is None for p, _ in procs)
+                finished = sum((entry_dir(c, cache) / "result.json").exists() for c in cfgs)
+                bar.update(finished - done)
+                done = finished
+                if not running:
+                    break
+                time.sleep(0.5)
+        finally:
+            for p, log in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                log.close()
+        failed = [(w, p.returncode) for w, (p, _) in enumerate(procs) if p.returncode != 0]
+        if failed:
+            w, code = failed[0]
+            tail = (Path(tmp) / f"worker{w}.log").read_text()[-3000:]
+            raise RuntimeError(f"a worker process failed (exit {code}); its last output:\n{tail}")
 
 
 def load_model(cfg: RunConfig, cache_dir: str | Path | None = None):
