@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-CACHE_VERSION = 1  # bump when training semantics change so that old cache entries are not reused
+CACHE_VERSION = 2  # bump when training semantics or the result format change: old cache entries are then not reused
 
 
 class ConfigError(ValueError):
@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "teaching"  # teaching (2 modalities) | teaching3 (3) | cremad | kinetics_sounds | mosi (3)
+    name: str = "teaching"  # teaching (2 modalities) | teaching3, tabular (3) | cremad | kinetics_sounds | mosi (3)
     root: str | None = None  # real data: the folder `python -m inforeg prepare` wrote (None: $INFOREG_DATA_DIR/<name>)
     frames: int = 3  # real audio-visual data: frames a clip shows per batch
     image_size: int = 224  # real audio-visual data: frames are cropped / resized to this square
@@ -225,6 +225,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cremad": {"model.encoder": "resnet18"},
     "kinetics_sounds": {"model.encoder": "resnet18"},
     "mosi": {"model.encoder": "transformer"},
+    # TAB1 (TEACHING.md): 350 training samples, encoders 128 -> 32, batch 32, 60 epochs
+    "tabular": {"model.hidden": 128, "model.feature_dim": 32, "optim.batch_size": 32, "epochs": 60},
 }
 
 # Methods that estimate something on held-out data get a validation split unless the overrides give one.
@@ -324,7 +326,7 @@ def with_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
 
 
 CHOICES = {
-    "data.name": ("teaching", "teaching3", "cremad", "kinetics_sounds", "mosi"),
+    "data.name": ("teaching", "teaching3", "tabular", "cremad", "kinetics_sounds", "mosi"),
     "data.test_frames": ("even", "random"),
     "model.encoder": ("mlp", "resnet18", "transformer"),
     "model.fusion": ("concat", "sum", "film", "gated"),

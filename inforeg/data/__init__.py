@@ -63,6 +63,10 @@ def _sized(splits: Splits, data_cfg, seed: int) -> Splits:
 def load(data_cfg, run_seed: int) -> Splits:
     """The splits a `DataConfig` describes; the data seed defaults to the run's seed."""
     seed = run_seed if data_cfg.seed is None else data_cfg.seed
+    if data_cfg.name == "tabular":  # TAB1; its population split: inforeg.data.tabular.population
+        from .tabular import load as load_tabular
+
+        return load_tabular(data_cfg, run_seed)
     if data_cfg.name in REAL:
         knobs = [k for k in _TEACHING_KNOBS if getattr(data_cfg, k) is not None]
         if knobs:
@@ -70,7 +74,7 @@ def load(data_cfg, run_seed: int) -> Splits:
         splits = _sized(_load_real(data_cfg), data_cfg, seed)
         return splits.select(tuple(data_cfg.modalities)) if data_cfg.modalities is not None else splits
     if data_cfg.name not in SPECS:
-        raise ValueError(f"unknown dataset {data_cfg.name!r}; known: {', '.join((*SPECS, *REAL))}")
+        raise ValueError(f"unknown dataset {data_cfg.name!r}; known: {', '.join((*SPECS, 'tabular', *REAL))}")
     spec = with_knobs(SPECS[data_cfg.name], dim=data_cfg.dim, scale=data_cfg.scale,
                       informative_frac=data_cfg.informative_frac, amplitude=data_cfg.amplitude)
     sizes = {k: v for k, v in (("n_train", data_cfg.n_train), ("n_test", data_cfg.n_test)) if v is not None}
