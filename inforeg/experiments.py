@@ -1,13 +1,14 @@
 """Named groups of runs that several notebooks share, so that they ask the cache for the very same configs.
 
 Every function takes the notebook parameters (profile, device, overrides) and returns configs; the
-notebook then calls `runs.get_or_run_all` on them.
+notebook then calls `get_or_run_grid` (or `runs.get_or_run_all`) on them.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
 from .config import RunConfig, make_config
+from .runs import get_or_run_all
 
 
 def over_seeds(method: str = "joint", seeds: Iterable[int] = range(5), dataset: str = "teaching",
@@ -30,3 +31,37 @@ def alone_joint_inforeg(seeds: Iterable[int] = range(5), dataset: str = "teachin
     runs["joint"] = over_seeds("joint", seeds, dataset, **kwargs)
     runs["InfoReg"] = over_seeds("inforeg", seeds, dataset, **kwargs)
     return runs
+
+
+def get_or_run_grid(grid: Any, desc: str = "runs", **kwargs: Any) -> Any:
+    """`runs.get_or_run_all` over every config in `grid`, a RunConfig or a (nested) dict, list or tuple of
+    them; returns the same structure with a RunResult in place of each config.
+
+    All missing runs of the grid train in one call, so the worker processes stay busy until the whole grid is
+    done (a call per group of 3 seeds leaves a worker idle and restarts the workers for every group).
+    `kwargs` go to `get_or_run_all` (cache_dir, progress, workers)."""
+    flat: list[RunConfig] = []
+
+    def gather(node: Any) -> None:
+        if isinstance(node, RunConfig):
+            flat.append(node)
+        elif isinstance(node, Mapping):
+            for value in node.values():
+                gather(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                gather(value)
+        else:
+            raise TypeError(f"get_or_run_grid: expected RunConfigs in dicts, lists or tuples, got {type(node).__name__}")
+
+    gather(grid)
+    results = iter(get_or_run_all(flat, desc=desc, **kwargs))
+
+    def rebuild(node: Any) -> Any:
+        if isinstance(node, RunConfig):
+            return next(results)
+        if isinstance(node, Mapping):
+            return {key: rebuild(value) for key, value in node.items()}
+        return type(node)(rebuild(value) for value in node)
+
+    return rebuild(grid)

@@ -27,6 +27,9 @@ from .methods import EpochState, build_method
 from .models import MultimodalModel, build_model
 from .window import window_state
 
+# History fields that hold wall-clock times: the only ones allowed to differ between two runs of one config.
+TIMING_KEYS = ("seconds", "train_seconds", "train_cpu_seconds")
+
 log = logging.getLogger("inforeg")
 
 
@@ -206,7 +209,7 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
     bar = progress_bar(progress, total=cfg.epochs, initial=len(history), desc=cfg.label, unit="epoch")
     try:
         for epoch in range(len(history), cfg.epochs):
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.thread_time()
             window = window_state(wc.rule, _traces(history, window_key, mods), mods, wc.K, wc.min_epoch,
                                   wc.threshold, wc.span, wc.watch)
             state = EpochState(epoch, history, window, splits, device)
@@ -214,7 +217,7 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
             method.on_epoch_start(state)
             model.train()
             official.reset(), trace_sum.reset(), grad_norm.reset()
-            loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+            loss_sum, correct, seen, steps = torch.zeros((), device=device), torch.zeros((), device=device), 0, 0
             for batch in splits.train.batches(oc.batch_size, shuffle):
                 batch = batch.to(device)
                 if meter is not None:
@@ -236,6 +239,7 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
                 loss_sum += loss.detach() * len(batch)
                 correct += (out.logits.detach().argmax(1) == batch.labels).sum()
                 seen += len(batch)
+                steps += 1
             lr = opt.param_groups[0]["lr"]
             if sched is not None:
                 sched.step()
@@ -254,6 +258,9 @@ def _train(cfg: RunConfig, progress: bool | None, checkpoint: Checkpointer | Non
                 "regulated_frac": 0.0,
             }
             record.update(method.on_epoch_end(state))
+            record["train_seconds"] = time.perf_counter() - tic  # the window, the method's work and the steps
+            record["train_cpu_seconds"] = time.thread_time() - cpu_tic  # this thread's CPU time (one-thread runs)
+            record["train_steps"] = steps
             if cfg.grad_cosine_batches:
                 record["grad_cosine"] = {m: cosine_matrix(g) for m, g in kept.items()}
             test = evaluate(model, splits.test, device)

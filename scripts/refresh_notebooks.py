@@ -1,6 +1,11 @@
 """Re-execute notebooks in place with papermill (default profile) and keep only what nbval needs.
 
     .venv/bin/python scripts/refresh_notebooks.py [notebooks/00_quickstart.ipynb ...]
+    .venv/bin/python scripts/refresh_notebooks.py --from build/executed/ci [notebooks/...]
+
+With `--from DIR` nothing runs: each notebook takes the outputs of DIR/<name> (the copies `./run_all.sh` just
+executed, all from one fresh cache), which must hold exactly the notebook's code cells, papermill's injected
+parameters cell aside.
 
 Each notebook runs from a fresh cache folder, without progress bars, (so its outputs never depend on earlier runs), then the
 executed copy replaces the source only if the run succeeded. papermill's timing metadata and widget state
@@ -38,6 +43,31 @@ def clean(nb) -> None:
                             or o.get("data")]
 
 
+def take_executed(path: Path, executed: Path) -> None:
+    """Replace `path` by the executed copy `executed`, minus papermill's injected-parameters cell."""
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    source = nbformat.read(path, as_version=4)
+    code = lambda book: [c.source for c in book.cells]
+    if code(nb) != code(source):
+        raise SystemExit(f"{executed}: its cells differ from {path}; run ./run_all.sh again first")
+    if nb.metadata.get("papermill", {}).get("exception"):
+        raise SystemExit(f"{executed}: its run failed; nothing taken")
+    clean(nb)
+    count = 0  # number the cells as a run without the injected cell would
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("execution_count") is not None:
+            count += 1
+            cell.execution_count = count
+            for out in cell.outputs:
+                if out.get("output_type") == "execute_result":
+                    out["execution_count"] = count
+    tmp_path = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp_path)
+    os.replace(tmp_path, path)
+    print(f"took the outputs of {executed} into {path.relative_to(ROOT)}")
+
+
 def refresh(path: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["INFOREG_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -54,6 +84,15 @@ def refresh(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    args = sys.argv[1:]
+    source_dir = None
+    if args[:1] == ["--from"]:
+        if len(args) < 2:
+            raise SystemExit("--from needs a folder of executed notebooks (e.g. build/executed/ci)")
+        source_dir, args = Path(args[1]).resolve(), args[2:]
+    paths = [Path(p).resolve() for p in args] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for p in paths:
-        refresh(p)
+        if source_dir is None:
+            refresh(p)
+        else:
+            take_executed(p, source_dir / p.name)

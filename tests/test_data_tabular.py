@@ -192,3 +192,10 @@ def test_a_short_run_trains_on_it():
     r = train(make_config(dataset="tabular", epochs=2, overrides={"fisher": False, "method.trace": "official"}),
               progress=False)
     assert len(r.history) == 2 and r.test_acc > 0.3
+
+
+@pytest.mark.parametrize("sizes", [{"n_train": 1}, {"n_test": 0}, {"n_population": 0}])
+def test_too_small_splits_are_refused(sizes):
+    """One training sample cannot set the per-feature standardisation: refused with the sizes in the message."""
+    with pytest.raises(ValueError, match="needs n_train >= 2"):
+        generate(replace(TAB1, **sizes), seed=0)

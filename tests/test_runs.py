@@ -15,6 +15,7 @@ import torch
 import inforeg.runs as runs
 from inforeg.config import make_config
 from inforeg.runs import FileCheckpoint, atomic_write, entry_dir, get_or_run, get_or_run_all, load_result
+from inforeg.train import TIMING_KEYS
 
 SMALL = {"epochs": 3, "data.n_train": 256, "data.n_test": 256}
 
@@ -23,7 +24,7 @@ def _comparable(result) -> dict:
     """A result as JSON, without the wall-clock field (the only one allowed to differ between runs)."""
     d = json.loads(result.to_json()) if hasattr(result, "to_json") else dict(result)
     d.pop("cache_entry", None)
-    d["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in d["history"]]
+    d["history"] = [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in d["history"]]
     return d
 
 

@@ -1,14 +1,17 @@
 """The teaching dataset shows what the paper is about (../shared/TEACHING.md, default set-up, seeds 0-4):
 joint training leaves B under-trained, and InfoReg (paper preset) recovers part of the gap.
 
-About 15 runs of 30 epochs; `pytest -s` prints the table of numbers."""
+About 15 runs of 30 epochs; `pytest -s` prints the table of numbers. Under ./run_tests.sh they go to the
+run's shared cache ($INFOREG_CACHE_DIR), where notebook 00_quickstart later finds the same configs."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
 from inforeg.config import make_config
-from inforeg.runs import get_or_run_all
+from inforeg.experiments import get_or_run_grid
 
 SEEDS = range(5)
 
@@ -21,8 +24,8 @@ def results(tmp_path_factory):
         "joint": [make_config(method="joint", seed=s) for s in SEEDS],
         "inforeg": [make_config(method="inforeg", preset="paper", seed=s) for s in SEEDS],
     }
-    cache = tmp_path_factory.mktemp("teaching_claims")
-    out = {name: get_or_run_all(c, cache_dir=cache, progress=False) for name, c in cfgs.items()}
+    cache = os.environ.get("INFOREG_CACHE_DIR") or tmp_path_factory.mktemp("teaching_claims")
+    out = get_or_run_grid(cfgs, cache_dir=cache, progress=False)
     assert all(r.cfg.epochs == 30 for rs in out.values() for r in rs)
     _print_table(out)
     return out

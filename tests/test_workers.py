@@ -5,13 +5,14 @@ import pytest
 
 from inforeg import make_config
 from inforeg.runs import get_or_run_all
+from inforeg.train import TIMING_KEYS
 
 SMALL = {"epochs": 2, "data.n_train": 128, "data.n_test": 128}
 
 
 def _numbers(result):
     d = json.loads(result.to_json())
-    d["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in d["history"]]
+    d["history"] = [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in d["history"]]
     return d
 
 

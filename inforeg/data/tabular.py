@@ -83,6 +83,9 @@ def check(spec: TabularSpec) -> TabularSpec:
     p = np.asarray(spec.priors, dtype=float)
     if len(p) < 2 or (p <= 0).any() or abs(p.sum() - 1.0) > 1e-6:
         raise ValueError(f"priors must be at least two positive numbers summing to 1, got {spec.priors}")
+    if spec.n_train < 2 or spec.n_test < 1 or spec.n_population < 1:
+        raise ValueError(f"needs n_train >= 2 (it sets the standardisation), n_test and n_population >= 1, got "
+                         f"{spec.n_train}, {spec.n_test}, {spec.n_population}")
     if spec.shared_factors < 0:
         raise ValueError(f"shared_factors must be >= 0, got {spec.shared_factors}")
     for o in spec.omics:
