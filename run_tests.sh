@@ -9,7 +9,7 @@ export INFOREG_CACHE_DIR="$cache"        # notebooks must compute what they show
 export INFOREG_FIG_DIR="$cache/figures"  # and must not overwrite the figures of ./run_all.sh
 status=0
 python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
-  -p no:cacheprovider "$@" || status=$?
+  -p no:cacheprovider --durations=25 "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1

@@ -6,6 +6,9 @@
     python -m inforeg config --method inforeg --preset official
     python -m inforeg prepare cremad --raw CREMA-D --out data/cremad      (also kinetics_sounds, mosi)
     python -m inforeg train --dataset cremad --profile full --method inforeg --preset official
+    python -m inforeg launch --method inforeg --seeds 0-4 --backend local        (or a grid.json of configs)
+    python -m inforeg launch grid.json --backend slurm --partition gpu --array-parallelism 8 --time-min 240
+    python -m inforeg collect --method inforeg --seeds 0-4 --json results.json
 """
 from __future__ import annotations
 
@@ -71,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     p_work.add_argument("listing", type=Path, help="JSON file: a list of configs as written by RunConfig.to_dict()")
     p_work.add_argument("--cache-dir", type=Path, default=None)
 
+    p_launch = sub.add_parser("launch", help="start the runs of a grid that the cache lacks, on a backend "
+                                             "(serial, local, slurm, ray)")
+    _grid_args(p_launch)
+    _backend_args(p_launch)
+    p_collect = sub.add_parser("collect", help="print which runs of a grid are done, running, queued, failed, "
+                                               "lost or missing, with their results")
+    _grid_args(p_collect)
+    p_collect.add_argument("--json", type=Path, default=None, metavar="OUT",
+                           help="also write the report and the finished results' summaries to this JSON file")
+    p_collect.add_argument("--require-complete", action="store_true",
+                           help="exit with status 1 unless every run has finished")
+
     from .data.prepare import add_parser as add_prepare_parser
 
     add_prepare_parser(sub)
@@ -102,6 +117,10 @@ def _run(args) -> int:
         for entry in listing:
             get_or_run(from_dict(entry), cache_dir=args.cache_dir, progress=False)
         return 0
+    if args.command == "launch":
+        return _launch(args)
+    if args.command == "collect":
+        return _collect(args)
     if args.command == "methods":
         from .methods import METHODS
 
@@ -139,6 +158,144 @@ def _run(args) -> int:
     else:
         print(text)
     return 0
+
+
+# --- launch / collect -------------------------------------------------------------------------------------
+
+def _grid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", nargs="?", type=Path, default=None,
+                   help="JSON file: a list of configs as RunConfig.to_dict() writes them (the `work` listing), "
+                        "or an object {name: [configs]}; without it, the grid is the config options below "
+                        "over --seeds")
+    _config_args(p)
+    p.add_argument("--seeds", default=None, help="seeds of the grid: 0-4, 0,2,5 or 0-2,7 (default: --seed)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="results cache (default: $INFOREG_CACHE_DIR or results/cache); shared by the nodes "
+                        "for slurm")
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    from .launch import BACKENDS
+
+    p.add_argument("--backend", default="serial", choices=BACKENDS,
+                   help="serial: in this process; local: one worker per GPU (else per CPU core); slurm: a "
+                        "submitit job array; ray: one Ray task per run (default: serial)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the runs and print the report (serial and ray always wait: their runs live "
+                        "in this process)")
+    g = p.add_argument_group("backend options")
+    g.add_argument("--workers", type=int, help="local: worker processes (default: one per visible GPU, "
+                                               "else $INFOREG_WORKERS or one per CPU core)")
+    g.add_argument("--gpus", help="local: GPUs to pin the workers to, e.g. 0,1 (default: the visible ones)")
+    g.add_argument("--partition", help="slurm: the partition (slurm_partition)")
+    g.add_argument("--array-parallelism", type=int,
+                   help="slurm: at most this many jobs of the array run at once (slurm_array_parallelism)")
+    g.add_argument("--time-min", type=int, help="slurm: time limit of each job in minutes (timeout_min; "
+                                                "default 240)")
+    g.add_argument("--mem-gb", type=float, help="slurm: memory per job in GB (mem_gb)")
+    g.add_argument("--gpus-per-node", type=int, help="slurm: GPUs per job (gpus_per_node)")
+    g.add_argument("--cpus-per-task", type=int, help="slurm: CPU cores per job (cpus_per_task)")
+    g.add_argument("--address", help="ray: the cluster to join, e.g. auto or ray://host:10001 (default: a "
+                                     "local Ray)")
+    g.add_argument("--num-gpus", type=float, help="ray: GPUs per task (default: 1 if the cluster has GPUs)")
+    g.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other backend option, e.g. slurm_qos=high or max_retries=1 (VALUE read as JSON "
+                        "when it parses; repeatable)")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ConfigError(f"--seeds expects numbers and ranges like 0-4 or 0,2,5, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r} names no seed")
+    return list(dict.fromkeys(seeds))
+
+
+def _grid(args):
+    """The grid of a launch or collect command: the JSON file, or the config options over --seeds."""
+    from .config import from_dict
+
+    if args.grid is None:
+        seeds = _parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+        return [_make(argparse.Namespace(**{**vars(args), "seed": s})) for s in seeds]
+    if args.seeds is not None or args.sets:
+        raise ConfigError(f"{args.grid}: a grid file holds whole configs; --seeds and --set do not apply to it")
+    try:
+        listing = json.loads(args.grid.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{args.grid}: cannot read the grid ({e})") from e
+
+    def configs(items, where):
+        if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+            raise ConfigError(f"{args.grid}: {where} must be a list of configs (objects as RunConfig.to_dict() "
+                              "writes them)")
+        try:
+            return [from_dict(d) for d in items]
+        except ConfigError as e:
+            raise ConfigError(f"{args.grid}: {where}: {e}") from e
+
+    if isinstance(listing, dict):
+        return {str(name): configs(items, f"group {name!r}") for name, items in listing.items()}
+    return configs(listing, "the file")
+
+
+def _backend_options(args) -> dict:
+    named = {"workers": args.workers, "slurm_partition": args.partition,
+             "slurm_array_parallelism": args.array_parallelism, "timeout_min": args.time_min,
+             "mem_gb": args.mem_gb, "gpus_per_node": args.gpus_per_node, "cpus_per_task": args.cpus_per_task,
+             "address": args.address, "num_gpus": args.num_gpus,
+             "gpus": args.gpus and [g.strip() for g in args.gpus.split(",") if g.strip()]}
+    options = {k: v for k, v in named.items() if v is not None}
+    for key, value in _parse_sets(args.options).items():
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _launch(args) -> int:
+    from .launch import launch
+
+    grid = _grid(args)
+    try:
+        handle = launch(grid, backend=args.backend, cache_dir=args.cache_dir, **_backend_options(args))
+    except (TypeError, ValueError, ImportError) as e:  # an option the backend does not take, a missing extra
+        raise ConfigError(str(e)) from e
+    print(handle)
+    if args.wait or args.backend in ("serial", "ray"):
+        report = handle.wait(progress=False)
+        print(report)
+        return 0 if report.complete else 1
+    print(handle.status().summary())
+    print("see where they stand: python -m inforeg collect with the same grid"
+          + (f" --cache-dir {args.cache_dir}" if args.cache_dir else ""))
+    return 0
+
+
+def _collect(args) -> int:
+    from .launch import collect
+    from .runs import atomic_write, load_result
+
+    got = collect(_grid(args), cache_dir=args.cache_dir)
+    print(got.report)
+    if args.json:
+        runs = []
+        for row in got.report:
+            result = load_result(row.config, args.cache_dir) if row.state == "done" else None
+            runs.append(row.to_dict() | {"config": row.config.to_json_dict(),
+                                         "result": result and {k: v for k, v in result.summary().items()
+                                                               if k not in ("config", "history")}})
+        text = json.dumps({"summary": got.report.counts(), "complete": got.complete, "runs": runs},
+                          indent=1, sort_keys=True, allow_nan=False)
+        atomic_write(args.json, text.encode())
+        print(f"written to {args.json}", file=sys.stderr)
+    return 1 if args.require_complete and not got.complete else 0
 
 
 if __name__ == "__main__":

@@ -113,8 +113,17 @@ def get_or_run_all(cfgs: Iterable[RunConfig], cache_dir: str | Path | None = Non
 
     Runs missing from the cache train in `workers` worker processes at once (default: `default_workers()`),
     each a `python -m inforeg work` that writes into the same cache. Every run is seeded and
-    single-threaded, so the results are exactly those of running them one after another."""
+    single-threaded, so the results are exactly those of running them one after another.
+
+    With $INFOREG_BACKEND set (serial, local, slurm, ray; options as JSON in $INFOREG_BACKEND_OPTIONS) the
+    missing runs go through `inforeg.launch` on that backend instead, and this waits for them."""
     cfgs = list(cfgs)
+    backend = os.environ.get("INFOREG_BACKEND", "").strip()
+    if backend:
+        from .launch import run_grid
+
+        options = {"workers": workers} if backend == "local" and workers is not None else {}
+        return run_grid(cfgs, backend, cache_dir=cache_dir, progress=progress, desc=desc, **options)
     todo = list(dict.fromkeys(c for c in cfgs if load_result(c, cache_dir) is None))
     workers = min(default_workers() if workers is None else workers, len(todo))
     with progress_bar(progress, total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc, unit="run") as bar:
