@@ -214,8 +214,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto", "epochs": 50, "optim.lr": 2e-3, "optim.momentum": 0.9, "optim.weight_decay": 1e-4,
         "optim.step_size": 30, "optim.gamma": 0.1, "optim.batch_size": 64,
         "model.encoder": "resnet18", "model.init": "official",
-        # The exact per-sample Tr F has no rule for Conv2d / BatchNorm yet (FisherMeter raises TypeError):
-        # until the performance issue adds conv rules, log only the official proxy and let the window read it.
+        # FisherMeter is exact for the ResNet-18 encoders (Conv2d, BatchNorm: inforeg/fisher.py) but has no rule
+        # for the CMU-MOSI transformer (MultiheadAttention, LayerNorm), which this profile also serves: log only
+        # the official proxy and let the window read it.
         "fisher": False, "method.trace": "official",
     },
 }

@@ -103,7 +103,7 @@ def test_meter_matches_references(fusion, n_mod, loss_fn):
         assert (got["all"] > got[m]).all()
 
 
-@pytest.mark.parametrize("bad", [nn.Conv2d(1, 2, 3), nn.BatchNorm1d(4)], ids=["conv2d", "batchnorm1d"])
+@pytest.mark.parametrize("bad", [nn.Conv3d(1, 2, 3), nn.LayerNorm(4)], ids=["conv3d", "layernorm"])
 def test_meter_rejects_layers_without_rule(bad):
     """A parameter-owning layer with no exact per-sample rule raises a TypeError naming the layer type."""
     model = nn.Sequential(nn.Linear(4, 4), bad)
