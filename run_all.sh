@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Execute every notebook headlessly with papermill and write the figures under figures/.
-#   ./run_all.sh          default CPU profile (teaching datasets), a few minutes on 2 cores
+#   ./run_all.sh          default CPU profile (teaching datasets): about 16 min on 2 cores with an empty results
+#                         cache, 5-7 min once results/cache holds the runs
 #   ./run_all.sh full --backend slurm   the GPU profile, its runs launched on a backend (serial, local: one
 #                         worker per GPU, slurm, ray) through $INFOREG_BACKEND, which every notebook's
 #                         get_or_run_all reads; backend options as JSON in $INFOREG_BACKEND_OPTIONS
