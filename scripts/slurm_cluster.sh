@@ -7,7 +7,7 @@
 #   scripts/slurm_cluster.sh stop     cancel its jobs, stop the three daemons it started, delete its folder
 #   scripts/slurm_cluster.sh status   sinfo and squeue of the cluster
 #
-# Everything lives in one folder, $INFOREG_SLURM_DIR (default /tmp/inforeg-slurm): config, munge key and
+# Everything lives in one folder, $INFOREG_SLURM_DIR (default inforeg-slurm in the temporary folder): config, munge key and
 # socket, spool, state, logs, pid files. Nothing is written to /etc, and a SLURM or munge already running on
 # the machine is left alone (own munge socket, own ports $INFOREG_SLURM_PORT and the one after, default
 # 16817). Clients (sbatch, squeue, scancel, submitit) find the cluster through SLURM_CONF=<folder>/slurm.conf.
@@ -15,7 +15,7 @@
 # Exit status: 0 ok; 3 the tools are missing and cannot be installed here; 1 any other failure.
 set -euo pipefail
 
-dir="${INFOREG_SLURM_DIR:-/tmp/inforeg-slurm}"
+dir="${INFOREG_SLURM_DIR:-$(dirname "$(mktemp -u)")/inforeg-slurm}"  # $TMPDIR, else the system default
 port="${INFOREG_SLURM_PORT:-16817}"
 conf="$dir/slurm.conf"
 socket="$dir/munge/munge.socket"

@@ -12,23 +12,13 @@ from inforeg import fisher
 from inforeg.config import ModelConfig
 from inforeg.fisher import FisherMeter, per_sample_sq_norms_loop, per_sample_sq_norms_vmap
 from inforeg.models import build_model
+from test_fisher import _meter_norms as _meter  # one backward with the meter attached
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
 def _ce(out, y):
     return F.cross_entropy(out, y)
-
-
-def _meter(model, groups, loss_fn, inputs, labels):
-    meter = FisherMeter(groups)
-    try:
-        meter.start()
-        loss_fn(model(inputs), labels).backward()
-        return meter.collect(len(labels))
-    finally:
-        meter.close()
-        model.zero_grad(set_to_none=True)
 
 
 def _assert_rel(got: dict, ref: dict, rtol: float) -> None:
