@@ -67,8 +67,9 @@ def test_slurm_array_with_a_cap_a_cancelled_job_and_the_rerun(slurm_cluster, tmp
     with scancel midway: it is reported lost, the other three finish, no partial result reads as complete,
     and the next launch submits only the lost run, which ends with an uninterrupted run's numbers."""
     cache = tmp_path / "cache"  # the shared cache folder: the jobs run on this same machine
-    # long enough to outlast scancel's grace period: SIGTERM (which submitit ignores), SIGKILL KillWait=2 s later
-    long = make_config(seed=0, overrides={**LONG, "epochs": 150})
+    # long enough to outlast scancel: here its SIGKILL reaches the task about 4.7 s after the cancel (submitit
+    # ignores the SIGTERM before it), whatever KillWait says; 150 epochs (~5 s) once finished first on CI
+    long = make_config(seed=0, overrides={**LONG, "epochs": 450})
     short = [make_config(seed=s, overrides=SMALL) for s in (1, 2, 3)]
     grid = {"long": [long], "short": short}
     t0 = time.monotonic()
