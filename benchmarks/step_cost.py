@@ -31,13 +31,14 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from inforeg import data as datasets  # noqa: E402
 from inforeg import make_config, train  # noqa: E402
@@ -47,6 +48,7 @@ from inforeg.methods import EpochState, build_method  # noqa: E402
 from inforeg.models import build_model  # noqa: E402
 
 REL_TOL = 1e-5  # hook-based meter against the per-sample loop
+REL_TOL_SHARES = 1e-4  # the same for ResNet-18 (conv and BatchNorm rules, long float32 sums): issue 7's bound
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -60,21 +62,46 @@ class Shape:
     description: str
     dataset: str  # the config's data.name
     overrides: dict  # config overrides shared by every variant (model sizes, ...)
-    # (config, batch size, device, how many) -> (input dims, classes, batches on the device)
-    make_batches: Callable[..., tuple[dict[str, int], int, list[Batch]]]
+    # (args, config, how many batches) -> (input dims, classes, batches on the device, splits for the methods
+    # that read data at the start of an epoch: PMR's prototypes, G-Blending's and MI-Balance's held-out passes)
+    make_batches: Callable[..., tuple[dict[str, int], int, list[Batch], datasets.Splits]]
     loop: bool = True  # time inforeg.train too (needs a dataset the package can load)
     loop_overrides: Callable[[int, int], dict] = field(default=lambda batch, steps: {})
+    shares: bool = False  # BatchNorm in the model: the per-sample references take each sample's share
+    # this shape's values of --batch, --steps, --warmup, --repeats (None: the command line's)
+    sizes: Callable[[argparse.Namespace], dict] = field(default=lambda args: {})
 
 
-def _teaching_batches(cfg, batch: int, device: str, n: int):
+def _teaching_batches(args, cfg, n: int):
     """Full mini-batches of the teaching data (real inputs: modality A leads, so InfoReg regulates it)."""
-    splits = datasets.load(cfg.data, cfg.seed)
+    splits = datasets.load(replace(cfg.data, n_val=500), cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     out: list[Batch] = []
     while len(out) < n:
-        out += [b.to(device) for b in splits.train.batches(batch, gen) if len(b) == batch]
-    return splits.input_dims(), splits.num_classes, out[:n]
+        out += [b.to(args.device) for b in splits.train.batches(args.batch, gen) if len(b) == args.batch]
+    return splits.input_dims(), splits.num_classes, out[:n], splits
 
+
+def _cremad_batches(args, cfg, n: int):
+    """CREMA-D-shaped batches of random content (a 1 x F x T log-spectrogram, `--frames` RGB frames, 6
+    classes), the shapes of the prepared cache; splits of 2 such batches for the per-epoch passes."""
+    f, t = args.audio
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def make(k: int) -> datasets.TensorDataset:
+        inputs = {"audio": torch.randn(k, 1, f, t, generator=g),
+                  "visual": torch.randn(k, args.frames, 3, args.image_size, args.image_size, generator=g)}
+        return datasets.TensorDataset(inputs, torch.randint(CREMAD_CLASSES, (k,), generator=g))
+
+    train_set = make(args.batch * n)
+    batches = [Batch({m: x[i * args.batch:(i + 1) * args.batch] for m, x in train_set.inputs.items()},
+                     train_set.labels[i * args.batch:(i + 1) * args.batch]).to(args.device) for i in range(n)]
+    small = train_set.subset(torch.arange(2 * args.batch))
+    splits = datasets.Splits(small, make(args.batch), CREMAD_CLASSES, make(args.batch))
+    return {"audio": 1, "visual": 3}, CREMAD_CLASSES, batches, splits
+
+
+CREMAD_CLASSES = 6
 
 SHAPES = {
     "teaching-mlp": Shape(
@@ -86,6 +113,18 @@ SHAPES = {
         make_batches=_teaching_batches,
         # one epoch = `steps` full batches; a one-batch test set keeps the per-epoch evaluation small
         loop_overrides=lambda batch, steps: {"data.n_train": batch * steps, "data.n_test": batch},
+    ),
+    "resnet18-cremad": Shape(
+        name="resnet18-cremad",
+        description="ResNet-18 audio (1 x F x T spectrogram) and visual (frames of 3 x S x S, averaged) "
+                    "encoders, official init, concat head, 6 classes: the full profile's CREMA-D model",
+        dataset="cremad",
+        overrides={"model.encoder": "resnet18", "model.init": "official", "model.fusion": "concat"},
+        make_batches=_cremad_batches,
+        loop=False,  # inforeg.train needs a prepared cache; the step entries use the same code per batch
+        shares=True,
+        sizes=lambda args: {"batch": args.resnet_batch, "steps": args.resnet_steps, "warmup": 1,
+                            "repeats": args.resnet_repeats},
     ),
 }
 
@@ -132,15 +171,24 @@ def _opt(cfg, model):
     return torch.optim.SGD(model.parameters(), lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
 
 
-def _open_window(model, epoch: int = 5) -> EpochState:
+def _open_window(model, splits=None, epoch: int = 5) -> EpochState:
     """Every modality's prime learning window open (after min_epoch), so InfoReg's regulation acts."""
-    return EpochState(epoch, [], {m: (True, 1.0) for m in model.modalities})
+    return EpochState(epoch, [], {m: (True, 1.0) for m in model.modalities}, splits, str(next(model.parameters()).device))
 
 
-def step_variant(shape: Shape, args, base_model, batches: list[Batch], name: str, what: str, method_name: str,
-                 preset: str = "paper", meter: bool = False, hooks: bool = False) -> Variant:
+def _note(method, state) -> str | None:
+    """What the method did over the timed steps: the fraction of batches it regulated, per modality."""
+    frac = method.on_epoch_end(state).get("reg_frac")
+    if not frac:
+        return None
+    return "regulated fraction of batches: " + ", ".join(f"{m} {f:.2f}" for m, f in frac.items())
+
+
+def step_variant(shape: Shape, args, base_model, batches: list[Batch], splits, name: str, what: str,
+                 method_name: str, preset: str = "paper", meter: bool = False, hooks: bool = False) -> Variant:
     """One training step as inforeg/train.py runs it per batch: forward, the method's loss, zero_grad,
-    backward, [FisherMeter collect], [the method's after_backward, window open], SGD step."""
+    backward, [FisherMeter collect], [the method's after_backward, window open], SGD step. The method's
+    on_epoch_start runs once, before timing (per-epoch work is in the loop_* entries)."""
     cfg = _config(shape, args, method_name, preset)
     model = copy.deepcopy(base_model)
     method, opt, nxt = build_method(cfg, model), _opt(cfg, model), Cycler(batches)
@@ -148,9 +196,9 @@ def step_variant(shape: Shape, args, base_model, batches: list[Batch], name: str
     if meter:
         try:
             fisher = FisherMeter(_groups(model))
-        except TypeError as e:  # a layer without an exact rule (e.g. conv): say so, keep the line
+        except TypeError as e:  # a layer without an exact rule: say so, keep the line
             return Variant(name, f"unsupported: {e}", lambda: None, 0)
-    state = _open_window(model)
+    state = _open_window(model, splits)
     method.on_epoch_start(state)
 
     def step():
@@ -167,10 +215,53 @@ def step_variant(shape: Shape, args, base_model, batches: list[Batch], name: str
             method.after_backward(out, b.labels, state)
         opt.step()
 
-    def regulated():
-        frac = method.on_epoch_end(state)["reg_frac"]
-        return "regulated fraction of batches: " + ", ".join(f"{m} {f:.2f}" for m, f in frac.items())
-    return Variant(name, what, step, args.steps, after=regulated if hooks else None, warmup=args.warmup)
+    return Variant(name, what, step, args.steps, after=(lambda: _note(method, state)) if hooks else None,
+                   warmup=args.warmup)
+
+
+def official_style_variant(shape: Shape, args, base_model, batches: list[Batch], name: str, what: str) -> Variant:
+    """An InfoReg step written the way PAPER.md section 3 describes the official code's (we do not run that
+    code: it fails on its first batch): the official preset's loss L + sum_m L_m; four backward passes (each
+    unimodal loss and the fused loss on its own, their encoder gradients cloned, then the total); the score by
+    a per-sample Python loop with a host sync per sample; c_m exp(tanh Delta) in Python; the proximal term
+    added parameter by parameter; the per-layer trace read back with a host sync per layer; SGD step."""
+    cfg = _config(shape, args, "inforeg", "official")
+    model = copy.deepcopy(base_model)
+    opt, nxt, mods = _opt(cfg, model), Cycler(batches), model.modalities
+    enc = {m: list(model.encoders[m].parameters()) for m in mods}
+    start = {m: [p.detach().clone() for p in enc[m]] for m in mods}
+    c = dict(zip(mods, cfg.method.official_c))
+    layers = [mod.weight for mod in model.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
+    trace = [0.0]
+
+    def step():
+        b = nxt()
+        out = model(b.inputs)
+        fused = F.cross_entropy(out.logits, b.labels)
+        uni = {m: F.cross_entropy(out.unimodal[m], b.labels) for m in mods}
+        kept = {}
+        for key, part in [*uni.items(), ("fused", fused)]:  # backward passes 1-3: each loss's own gradients
+            opt.zero_grad(set_to_none=True)
+            part.backward(retain_graph=True)
+            kept[key] = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+        opt.zero_grad(set_to_none=True)
+        (fused + sum(uni.values())).backward()  # pass 4: the gradient SGD uses
+        score = {m: 0.0 for m in mods}
+        for m in mods:
+            prob = out.unimodal[m].detach().softmax(1)
+            for i in range(len(b)):  # per sample, one host sync each
+                score[m] += prob[i, b.labels[i]].item()
+        for m in mods:
+            others = [score[m] - score[k] for k in mods if k != m and score[k] < score[m]]
+            if others:  # m leads: proximal gradient on every parameter of its encoder
+                coef = c[m] * math.exp(math.tanh(sum(others) / len(others)))
+                for p, p0 in zip(enc[m], start[m]):
+                    p.grad.add_(coef * (p.detach() - p0))
+        for w in layers:  # the trace, after the proximal term, one host sync per layer
+            trace[0] += float((w.grad ** 2).mean())
+        opt.step()
+
+    return Variant(name, what, step, args.steps, warmup=args.warmup)
 
 
 def reference_variant(shape: Shape, args, base_model, batches: list[Batch], name: str, what: str, ref) -> Variant:
@@ -181,7 +272,7 @@ def reference_variant(shape: Shape, args, base_model, batches: list[Batch], name
 
     def tr():
         b = nxt()
-        ref(model, method.loss, b.inputs, b.labels, groups)
+        ref(model, method.loss, b.inputs, b.labels, groups, **({"shares": True} if shape.shares else {}))
     n = max(1, args.steps // 15)
     return Variant(name, what, tr, n, warmup=max(1, args.warmup // 15))
 
@@ -191,8 +282,20 @@ def _groups(model) -> dict:
     return {m: model.encoders[m] for m in model.modalities} | {"all": model}
 
 
-def build_variants(shape: Shape, args, base_model, batches: list[Batch]) -> list[Variant]:
-    sv = functools.partial(step_variant, shape, args, base_model, batches)
+BASELINES = (  # every baseline method of the comparison tables, as the loop runs it
+    ("ogm", "OGM: leading encoder's weight gradients scaled"),
+    ("ogm_ge", "OGM-GE: OGM + Gaussian noise on every encoder"),
+    ("greedy", "Greedy: conditional learning speeds, re-balancing steps"),
+    ("pmr", "PMR: prototype cross-entropy on the weaker modality"),
+    ("agm", "AGM: Shapley-like mono logits (extra head passes), gradients scaled"),
+    ("gblending", "G-Blending: weighted fused + unimodal losses"),
+    ("mmpareto", "MMPareto: min-norm combination of multimodal and unimodal gradients"),
+    ("mibalance", "MI-Balance (reconstructed): MI-gated distillation / weighted multitask"),
+)
+
+
+def build_variants(shape: Shape, args, base_model, batches: list[Batch], splits) -> list[Variant]:
+    sv = functools.partial(step_variant, shape, args, base_model, batches, splits)
     rv = functools.partial(reference_variant, shape, args, base_model, batches)
     variants = [
         sv("joint", "forward, CE, backward, SGD step", "joint"),
@@ -202,10 +305,16 @@ def build_variants(shape: Shape, args, base_model, batches: list[Batch]) -> list
            hooks=True),
         sv("inforeg_official", "InfoReg official preset: loss + after_backward, window open", "inforeg",
            "official", hooks=True),
+        official_style_variant(shape, args, base_model, batches, "inforeg_official_style",
+                               "InfoReg as PAPER.md 3 describes the official code: 4 backwards, clones, per-sample "
+                               "loop, host syncs"),
+        *[sv(m, what, m, hooks=True) for m, what in BASELINES],
         rv("fisher_loop", "exact per-sample Tr F alone: per-sample loop, one backward each",
            per_sample_sq_norms_loop),
         rv("fisher_vmap", "exact per-sample Tr F alone: torch.func vmap(grad)", per_sample_sq_norms_vmap),
     ]
+    if shape.shares and args.no_vmap:
+        variants = [v for v in variants if v.name != "fisher_vmap"]
 
     # the whole loop: inforeg.train, one epoch of `--loop-steps` batches per call (see EpochAtATime)
     if shape.loop and args.loop_steps > 0:
@@ -221,13 +330,14 @@ def build_variants(shape: Shape, args, base_model, batches: list[Batch]) -> list
             ("loop_inforeg_official_nofisher", "inforeg", "official",
              {"method.regulate": "always", "fisher": False},
              "train(): InfoReg official, fisher off (its window needs only the proxy), regulate=always"),
+            *[(f"loop_{m}", m, "paper", {"method.regulate": "always"}, f"train(): {what.split(':')[0]}, fisher on, "
+               "regulate=always (its per-epoch work included)") for m, what in BASELINES],
         )
         for name, method_name, preset, extra, what in loops:
             over = dict(extra, epochs=10_000, **shape.loop_overrides(args.batch, args.loop_steps))
             cfg = _config(shape, args, method_name, preset, **over)
             loop = EpochAtATime(cfg, args.loop_steps)
-            variants.append(Variant(name, what, loop, 1, reports_ms=True,
-                                    after=loop.regulated if method_name == "inforeg" else None))
+            variants.append(Variant(name, what, loop, 1, reports_ms=True, after=loop.regulated))
 
     return variants
 
@@ -263,8 +373,10 @@ class EpochAtATime:
             raise RuntimeError("the loop ran to its last epoch")
         return 1000.0 * self.state["history"][-1]["seconds"] / self.steps
 
-    def regulated(self) -> str:
+    def regulated(self) -> str | None:
         hist = self.state["history"][1:]  # the timed epochs
+        if not any(hist[0].get("reg_frac", {}).values()) and self.cfg.method.name != "inforeg":
+            return None
         frac = {m: statistics.mean(h["reg_frac"][m] for h in hist) for m in hist[0]["reg_frac"]}
         return "regulated fraction of batches: " + ", ".join(f"{m} {f:.2f}" for m, f in frac.items())
 
@@ -286,15 +398,20 @@ def check_meter(shape: Shape, args, base_model, batch: Batch) -> tuple[str, bool
         method.loss(out, batch.labels).backward()
         hooks = meter.collect(len(batch))
         meter.close()
-        loop = per_sample_sq_norms_loop(model, method.loss, batch.inputs, batch.labels, groups)
-        vmap = per_sample_sq_norms_vmap(model, method.loss, batch.inputs, batch.labels, groups)
+        share = {"shares": True} if shape.shares else {}
+        model.zero_grad(set_to_none=True)
+        loop = per_sample_sq_norms_loop(model, method.loss, batch.inputs, batch.labels, groups, **share)
+        vmap = (per_sample_sq_norms_vmap(model, method.loss, batch.inputs, batch.labels, groups, **share)
+                if not (shape.shares and args.no_vmap) else None)
 
         def rel(a, b):
             return max(float(((a[g] - b[g]).abs() / b[g].abs().clamp_min(1e-30)).max()) for g in groups)
-        r_hook, r_vmap = rel(hooks, loop), rel(vmap, loop)
-        ok = ok and r_hook < REL_TOL
+        r_hook = rel(hooks, loop)
+        r_vmap = f"{rel(vmap, loop):.2e}" if vmap is not None else "not run (--no-vmap)"
+        tol = REL_TOL_SHARES if shape.shares else REL_TOL
+        ok = ok and r_hook < tol
         lines.append(f"check ({label}, groups {', '.join(groups)}): max rel diff meter vs loop {r_hook:.2e} "
-                     f"[{'ok' if r_hook < REL_TOL else 'FAIL'}, tol {REL_TOL:g}]; vmap vs loop {r_vmap:.2e}")
+                     f"[{'ok' if r_hook < tol else 'FAIL'}, tol {tol:g}]; vmap vs loop {r_vmap}")
     return "\n".join(lines), ok
 
 
@@ -371,13 +488,14 @@ def peak_mb(fn: Callable, device: str) -> float:
 
 def run_shape(shape: Shape, args) -> tuple[list[tuple[str, float, float]], bool]:
     """Time every variant of one shape block; (summary rows, whether the meter check passed)."""
+    args = argparse.Namespace(**{**vars(args), **shape.sizes(args)})
     cfg = _config(shape, args, "joint")
-    n_batches = 8
-    dims, classes, batches = shape.make_batches(cfg, args.batch, args.device, n_batches)
+    n_batches = 2 if shape.shares else 8  # ResNet batches are large; two alternate
+    dims, classes, batches, splits = shape.make_batches(args, cfg, n_batches)
     torch.manual_seed(cfg.seed)
     base_model = build_model(cfg.model, dims, classes).to(args.device)
     check, check_ok = check_meter(shape, args, base_model, batches[0])
-    variants = build_variants(shape, args, base_model, batches)
+    variants = build_variants(shape, args, base_model, batches, splits)
     active = [v for v in variants if v.calls > 0]
 
     cpu_clock = not args.device.startswith("cuda") and args.threads == 1
@@ -444,8 +562,9 @@ def run_shape(shape: Shape, args) -> tuple[list[tuple[str, float, float]], bool]
         # train() runs have only the wall clock: they report it whatever --clock says
         rows.append((v.name, ratios.get(args.clock, ratios["wall"]), mem))
         print(line + f" {mem:8.2f}  {v.what}")
-        if v.after is not None:
-            print(f"{'':31s} {v.after()}")
+        note = v.after() if v.after is not None else None
+        if note:
+            print(f"{'':31s} {note}")
     return rows, check_ok
 
 
@@ -463,6 +582,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="which clock the summary ratios use (cpu: process CPU time; CPU device only)")
     p.add_argument("--shapes", default="teaching-mlp", help=f"comma-separated, from {', '.join(SHAPES)}")
+    r = p.add_argument_group("resnet18-cremad shape (CREMA-D: batch 64, 1x257x188 audio, 3 frames of 3x224x224)")
+    r.add_argument("--resnet-batch", type=int, default=64)
+    r.add_argument("--image-size", type=int, default=224, help="frame side S")
+    r.add_argument("--frames", type=int, default=3)
+    r.add_argument("--audio", type=lambda v: tuple(int(x) for x in v.lower().split("x")), default=(257, 188),
+                   help="spectrogram FREQxTIME")
+    r.add_argument("--resnet-steps", type=int, default=1, help="steps per variant per round")
+    r.add_argument("--resnet-repeats", type=int, default=5, help="interleaved rounds")
+    r.add_argument("--no-vmap", action="store_true", help="skip the vmap reference (it holds a batch of "
+                   "activations per sample)")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
