@@ -10,6 +10,8 @@ ratios divide by joint's median over the same rounds, taken with the same statis
 
     .venv/bin/python benchmarks/step_cost.py                # teaching MLP shapes, CPU, 1 thread
     .venv/bin/python benchmarks/step_cost.py --device cuda  # where a GPU is available
+    .venv/bin/python benchmarks/step_cost.py --shapes resnet18-cremad   # batch 64, 1x257x188, 3x3x224x224
+    .venv/bin/python benchmarks/step_cost.py --shapes resnet18-cremad --resnet-batch 8 --image-size 112 --frames 1
 
 The last lines, one per entry, read `SHAPE/NAME ratio_to_joint=X.XX peak_mb=Y` (see benchmarks/README.md).
 """
@@ -52,8 +54,8 @@ REL_TOL_SHARES = 1e-4  # the same for ResNet-18 (conv and BatchNorm rules, long 
 
 
 # --------------------------------------------------------------------------------------------------------
-# Shapes: what a block measures. A later "resnet18-cremad" block adds one more `Shape` (its own config
-# overrides, model input dims and batches; `loop=False` if inforeg.train cannot run it here).
+# Shapes: what a block measures: the teaching MLPs, and the full profile's ResNet-18 pair at CREMA-D shapes
+# (random content; `loop=False`: inforeg.train would need a prepared cache).
 # --------------------------------------------------------------------------------------------------------
 
 @dataclass

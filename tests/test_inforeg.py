@@ -221,6 +221,30 @@ def test_on_epoch_end_reports_mean_alpha_and_fraction():
     assert report["regulated_frac"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("preset", ["paper", "official"])
+def test_device_path_equals_cpu_path(preset):
+    """after_backward's GPU path (no host sync: every active encoder gets the pull, zero where alpha is 0, counts on
+    the device) gives bitwise the CPU path's gradients and the same epoch report; run here on the CPU by switching
+    the path."""
+    reports, grads = [], []
+    for on_cpu in (True, False):
+        _, model, method = _setup(seed=0, **({} if preset == "paper" else {"method.coefficient": "official",
+                                                                           "method.score": "sum"}))
+        state = EpochState(3, [], OPEN)
+        method.on_epoch_start(state)
+        method.on_cpu = on_cpu
+        _drift(model)
+        after = []
+        for b in range(6):
+            _, _, got = _step(model, method, state, *_batch(10 + b, n=8))
+            after.append(got)
+        reports.append(method.on_epoch_end(state))
+        grads.append(after)
+    assert reports[0] == reports[1]
+    assert all(torch.equal(a[n], b[n]) for a, b in zip(*grads) for n in a)
+    assert 0 < reports[0]["reg_frac"]["A"] < 1  # each modality led on some batches, so both paths skipped pulls
+
+
 def test_paper_preset_loss_is_joint_cross_entropy():
     """The paper preset (InfoReg, not InfoReg*) trains on CE of the fused logits only; inforeg* adds the unimodal CEs."""
     _, model, method = _setup()

@@ -5,7 +5,9 @@ The proximal gradient is added to the gradients of the one ordinary backward pas
 On a GPU there is no host sync: alpha_m is a device tensor that is 0 on batches where modality m does not
 lead, and every regulated encoder gets the (then zero) pull. On the CPU, where reading alpha costs nothing,
 only the encoders with alpha_m > 0 get it (adding alpha_m (w - w_start) = 0 changes no gradient), which
-halves the work for two modalities; the gradients are bitwise the same either way.
+halves the work for two modalities; the gradients are bitwise the same either way. The pull is computed in
+buffers allocated once per epoch, not per batch. What remains per batch on a small model is about twenty
+tiny tensor operations (the scores, Delta, alpha): benchmarks/step_cost.py measures what they cost.
 """
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ class InfoReg(Method):
                        for m in self.modalities}
         self.start = {m: [p.detach().clone() for p in self.params[m]] for m in self.modalities
                       if self.active[m]}
+        # the pull's storage, reused every batch: a fresh allocation per step costs page faults on the CPU
+        self.pull = {m: [torch.empty_like(p) for p in self.params[m]] for m in self.start}
         first = next(self.model.parameters())
         device = first.device
         self.on_cpu = device.type == "cpu"
@@ -92,7 +96,13 @@ class InfoReg(Method):
             self.any_regulated += on.any()
         for i in pulled:  # grad += alpha_m (w - w_start)
             m = self.modalities[i]
-            pull = torch._foreach_sub(self.params[m], self.start[m])
+            pull = self.pull[m]
+            if self.on_cpu:  # one pass per tensor
+                for p, p0, buf in zip(self.params[m], self.start[m], pull):
+                    torch.sub(p, p0, out=buf)
+            else:  # two fused launches rather than one per tensor
+                torch._foreach_copy_(pull, self.params[m])
+                torch._foreach_sub_(pull, self.start[m])
             torch._foreach_mul_(pull, alpha[i])
             torch._foreach_add_([p.grad for p in self.params[m]], pull)
 
