@@ -175,7 +175,8 @@ def _opt(cfg, model):
 
 def _open_window(model, splits=None, epoch: int = 5) -> EpochState:
     """Every modality's prime learning window open (after min_epoch), so InfoReg's regulation acts."""
-    return EpochState(epoch, [], {m: (True, 1.0) for m in model.modalities}, splits, str(next(model.parameters()).device))
+    device = str(next(model.parameters()).device)
+    return EpochState(epoch, [], {m: (True, 1.0) for m in model.modalities}, splits, device)
 
 
 def _note(method, state) -> str | None:
@@ -241,8 +242,8 @@ def official_style_variant(shape: Shape, args, base_model, batches: list[Batch],
         out = model(b.inputs)
         fused = F.cross_entropy(out.logits, b.labels)
         uni = {m: F.cross_entropy(out.unimodal[m], b.labels) for m in mods}
-        kept = {}
-        for key, part in [*uni.items(), ("fused", fused)]:  # backward passes 1-3: each loss's own gradients
+        kept = {}  # each loss's own gradients, cloned (the official code inspects them; the step does not use them)
+        for key, part in [*uni.items(), ("fused", fused)]:  # backward passes 1-3
             opt.zero_grad(set_to_none=True)
             part.backward(retain_graph=True)
             kept[key] = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
@@ -299,27 +300,34 @@ BASELINES = (  # every baseline method of the comparison tables, as the loop run
 def build_variants(shape: Shape, args, base_model, batches: list[Batch], splits) -> list[Variant]:
     sv = functools.partial(step_variant, shape, args, base_model, batches, splits)
     rv = functools.partial(reference_variant, shape, args, base_model, batches)
-    variants = [
-        sv("joint", "forward, CE, backward, SGD step", "joint"),
-        sv("joint_star", "joint + unimodal CEs (L + sum_m L_m): the loss of the official preset", "joint*"),
-        sv("joint_fisher", "joint + FisherMeter start()/collect() (exact per-sample Tr F)", "joint", meter=True),
-        sv("inforeg_paper", "InfoReg paper preset: loss + after_backward, window open", "inforeg", "paper",
-           hooks=True),
-        sv("inforeg_official", "InfoReg official preset: loss + after_backward, window open", "inforeg",
-           "official", hooks=True),
-        official_style_variant(shape, args, base_model, batches, "inforeg_official_style",
-                               "InfoReg as PAPER.md 3 describes the official code: 4 backwards, clones, per-sample "
-                               "loop, host syncs"),
-        *[sv(m, what, m, hooks=True) for m, what in BASELINES],
-        rv("fisher_loop", "exact per-sample Tr F alone: per-sample loop, one backward each",
-           per_sample_sq_norms_loop),
-        rv("fisher_vmap", "exact per-sample Tr F alone: torch.func vmap(grad)", per_sample_sq_norms_vmap),
+    makers = [  # (name, builder): only the entries asked for (--only, --no-vmap) are built
+        ("joint", lambda n: sv(n, "forward, CE, backward, SGD step", "joint")),
+        ("joint_star", lambda n: sv(n, "joint + unimodal CEs (L + sum_m L_m): the loss of the official preset",
+                                    "joint*")),
+        ("joint_fisher", lambda n: sv(n, "joint + FisherMeter start()/collect() (exact per-sample Tr F)", "joint",
+                                      meter=True)),
+        ("inforeg_paper", lambda n: sv(n, "InfoReg paper preset: loss + after_backward, window open", "inforeg",
+                                       "paper", hooks=True)),
+        ("inforeg_official", lambda n: sv(n, "InfoReg official preset: loss + after_backward, window open",
+                                          "inforeg", "official", hooks=True)),
+        ("inforeg_official_style", lambda n: official_style_variant(
+            shape, args, base_model, batches, n,
+            "InfoReg as PAPER.md 3 describes the official code: 4 backwards, clones, per-sample loop, host syncs")),
+        *[(m, functools.partial(lambda n, m, what: sv(n, what, m, hooks=True), m=m, what=what))
+          for m, what in BASELINES],
+        ("fisher_loop", lambda n: rv(n, "exact per-sample Tr F alone: per-sample loop, one backward each",
+                                     per_sample_sq_norms_loop)),
+        ("fisher_vmap", lambda n: rv(n, "exact per-sample Tr F alone: torch.func vmap(grad)",
+                                     per_sample_sq_norms_vmap)),
     ]
     if shape.shares and args.no_vmap:
-        variants = [v for v in variants if v.name != "fisher_vmap"]
+        makers = [(n, f) for n, f in makers if n != "fisher_vmap"]
+    if args.only:  # joint stays: every ratio divides by it
+        makers = [(n, f) for n, f in makers if n == "joint" or n in args.only]
+    variants = [make(name) for name, make in makers]
 
     # the whole loop: inforeg.train, one epoch of `--loop-steps` batches per call (see EpochAtATime)
-    if shape.loop and args.loop_steps > 0:
+    if shape.loop and args.loop_steps > 0 and (not args.only or any(n.startswith("loop_") for n in args.only)):
         loops = (
             ("loop_joint", "joint", "paper", {"fisher": False, "method.trace": "official"},
              "train(): joint, fisher off (official proxy + grad norms only)"),
@@ -337,6 +345,8 @@ def build_variants(shape: Shape, args, base_model, batches: list[Batch], splits)
         )
         for name, method_name, preset, extra, what in loops:
             over = dict(extra, epochs=10_000, **shape.loop_overrides(args.batch, args.loop_steps))
+            if args.only and name not in args.only:
+                continue
             cfg = _config(shape, args, method_name, preset, **over)
             loop = EpochAtATime(cfg, args.loop_steps)
             variants.append(Variant(name, what, loop, 1, reports_ms=True, after=loop.regulated))
@@ -549,7 +559,7 @@ def run_shape(shape: Shape, args) -> tuple[list[tuple[str, float, float]], bool]
             rows.append((v.name, math.nan, math.nan))
             print(f"{v.name:31s} {'-':>8s}  {v.what}")
             continue
-        mem = math.nan if v.reports_ms else peak_mb(v.fn, args.device)
+        mem = math.nan if (v.reports_ms or args.no_memory) else peak_mb(v.fn, args.device)
         line = f"{v.name:31s}"
         ratios = {}
         for clock in clocks:
@@ -584,6 +594,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="which clock the summary ratios use (cpu: process CPU time; CPU device only)")
     p.add_argument("--shapes", default="teaching-mlp", help=f"comma-separated, from {', '.join(SHAPES)}")
+    p.add_argument("--only", type=lambda v: [n.strip() for n in v.split(",") if n.strip()], default=None,
+                   help="comma-separated entries to run (joint always runs: the ratios divide by it)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (peak_mb=nan)")
     r = p.add_argument_group("resnet18-cremad shape (CREMA-D: batch 64, 1x257x188 audio, 3 frames of 3x224x224)")
     r.add_argument("--resnet-batch", type=int, default=64)
     r.add_argument("--image-size", type=int, default=224, help="frame side S")
