@@ -70,6 +70,7 @@ class Shape:
     loop: bool = True  # time inforeg.train too (needs a dataset the package can load)
     loop_overrides: Callable[[int, int], dict] = field(default=lambda batch, steps: {})
     shares: bool = False  # BatchNorm in the model: the per-sample references take each sample's share
+    n_batches: int = 8  # distinct batches the step entries cycle through
     # this shape's values of --batch, --steps, --warmup, --repeats (None: the command line's)
     sizes: Callable[[argparse.Namespace], dict] = field(default=lambda args: {})
 
@@ -125,6 +126,7 @@ SHAPES = {
         make_batches=_cremad_batches,
         loop=False,  # inforeg.train needs a prepared cache; the step entries use the same code per batch
         shares=True,
+        n_batches=2,  # ResNet batches are large; two alternate
         sizes=lambda args: {"batch": args.resnet_batch, "steps": args.resnet_steps, "warmup": 1,
                             "repeats": args.resnet_repeats},
     ),
@@ -386,9 +388,9 @@ class EpochAtATime:
         return 1000.0 * self.state["history"][-1]["seconds"] / self.steps
 
     def regulated(self) -> str | None:
-        hist = self.state["history"][1:]  # the timed epochs
-        if not any(hist[0].get("reg_frac", {}).values()) and self.cfg.method.name != "inforeg":
+        if self.cfg.method.name == "joint":  # nothing to regulate
             return None
+        hist = self.state["history"][1:]  # the timed epochs
         frac = {m: statistics.mean(h["reg_frac"][m] for h in hist) for m in hist[0]["reg_frac"]}
         return "regulated fraction of batches: " + ", ".join(f"{m} {f:.2f}" for m, f in frac.items())
 
@@ -502,8 +504,7 @@ def run_shape(shape: Shape, args) -> tuple[list[tuple[str, float, float]], bool]
     """Time every variant of one shape block; (summary rows, whether the meter check passed)."""
     args = argparse.Namespace(**{**vars(args), **shape.sizes(args)})
     cfg = _config(shape, args, "joint")
-    n_batches = 2 if shape.shares else 8  # ResNet batches are large; two alternate
-    dims, classes, batches, splits = shape.make_batches(args, cfg, n_batches)
+    dims, classes, batches, splits = shape.make_batches(args, cfg, shape.n_batches)
     torch.manual_seed(cfg.seed)
     base_model = build_model(cfg.model, dims, classes).to(args.device)
     check, check_ok = check_meter(shape, args, base_model, batches[0])

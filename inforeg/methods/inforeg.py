@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..models import Output
-from .base import EpochState, Method, regulation_active, true_class_prob
+from .base import EpochState, Method, regulation_active
 
 
 def score_gap(scores: Tensor) -> Tensor:
