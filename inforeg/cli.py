@@ -90,6 +90,29 @@ def main(argv: list[str] | None = None) -> int:
 
     add_prepare_parser(sub)
 
+    p_check = sub.add_parser("check", help="is this machine ready for a profile? (full: a CUDA GPU and the "
+                                           "prepared caches of the datasets the notebooks use)")
+    p_check.add_argument("profile", nargs="?", default="full", choices=sorted(PROFILES))
+    p_check.add_argument("--datasets", default="cremad,mosi",
+                         help="prepared caches that must be there (default: cremad,mosi, what the notebooks' "
+                              "full path reads); a cache found under another name is reported too")
+    p_check.add_argument("--no-gpu", action="store_true", help="do not require a CUDA GPU")
+    p_check.add_argument("--allow-synthetic", action="store_true",
+                         help="accept the random caches of `python -m inforeg synthetic` (dry runs)")
+
+    p_syn = sub.add_parser("synthetic", help="write small random caches in the prepared formats of the real "
+                                             "datasets (dry runs of the full profile without the data)")
+    p_syn.add_argument("--out", type=Path, required=True, help="folder to write DATASET/ caches into (use it as "
+                                                               "$INFOREG_DATA_DIR)")
+    p_syn.add_argument("--datasets", default="cremad,mosi", help="comma-separated, from cremad, "
+                                                                  "kinetics_sounds, mosi (default: cremad,mosi)")
+    p_syn.add_argument("--train", type=int, default=48, help="training clips or samples (default 48)")
+    p_syn.add_argument("--test", type=int, default=24, help="test clips or samples (default 24; CMU-MOSI also "
+                                                            "gets as many validation samples)")
+    p_syn.add_argument("--spectrogram", default=None, metavar="FxT",
+                       help="spectrogram shape, e.g. 33x24 (default: the real recipe's; smaller is faster on a CPU)")
+    p_syn.add_argument("--size", type=int, default=32, help="stored frame side (default 32)")
+
     p_cfg = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(p_cfg)
     p_cfg.add_argument("--keys", action="store_true", help="list every key that --set accepts")
@@ -117,6 +140,10 @@ def _run(args) -> int:
         for entry in listing:
             get_or_run(from_dict(entry), cache_dir=args.cache_dir, progress=False)
         return 0
+    if args.command == "check":
+        return _check(args)
+    if args.command == "synthetic":
+        return _synthetic(args)
     if args.command == "launch":
         return _launch(args)
     if args.command == "collect":
@@ -157,6 +184,70 @@ def _run(args) -> int:
                   file=sys.stderr)
     else:
         print(text)
+    return 0
+
+
+# --- check / synthetic ------------------------------------------------------------------------------------
+
+def _check(args) -> int:
+    """Print what the profile needs and what is here; 0 when everything is, 2 otherwise."""
+    from .data import DataError, REAL, check_prepared, data_root
+    from .config import DataConfig
+
+    if args.profile == "ci":
+        print("the ci profile needs nothing but this package: teaching data, generated on the CPU")
+        return 0
+    problems = []
+    import torch
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        print(f"GPU: {torch.cuda.device_count()} CUDA device(s): {names}")
+    elif args.no_gpu:
+        print("GPU: none (not required: --no-gpu)")
+    else:
+        problems.append("no CUDA GPU is visible: the full profile trains ResNet-18 pairs for 50 epochs a run "
+                        "(./run_all.sh full --dry-run tries every notebook's full path on random data, on any "
+                        "machine)")
+    wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in wanted if d not in REAL]
+    if unknown:
+        raise ConfigError(f"--datasets: unknown {unknown}; known: {', '.join(REAL)}")
+    for name in REAL:
+        root = data_root(DataConfig(name=name))
+        try:
+            line = check_prepared(name, root)
+            print(f"{name}: {line}")
+            if "SYNTHETIC" in line and name in wanted and not args.allow_synthetic:
+                problems.append(f"{name}: {root} holds random content (python -m inforeg synthetic), not the "
+                                "dataset: prepare the real data there, or pass --allow-synthetic for a dry run")
+        except DataError as e:
+            if name in wanted:
+                problems.append(f"{name}: {e}")
+            else:
+                print(f"{name}: not prepared (optional here): {e.path}")
+    for p in problems:
+        print(f"missing: {p}", file=sys.stderr)
+    return 2 if problems else 0
+
+
+def _synthetic(args) -> int:
+    from .data import synthetic
+
+    shape = None
+    if args.spectrogram:
+        try:
+            shape = tuple(int(v) for v in args.spectrogram.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--spectrogram expects FxT, e.g. 33x24, got {args.spectrogram!r}") from None
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        if name == "mosi":
+            synthetic.write_mosi(args.out / name, n_train=args.train, n_val=args.test, n_test=args.test)
+        elif name in synthetic.AV_CLASSES:
+            synthetic.write_audio_visual(name, args.out / name, n_train=args.train, n_test=args.test,
+                                         spec_shape=shape, frame_size=args.size)
+        else:
+            raise ConfigError(f"--datasets: unknown {name!r}; known: cremad, kinetics_sounds, mosi")
     return 0
 
 

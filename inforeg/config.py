@@ -214,10 +214,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto", "epochs": 50, "optim.lr": 2e-3, "optim.momentum": 0.9, "optim.weight_decay": 1e-4,
         "optim.step_size": 30, "optim.gamma": 0.1, "optim.batch_size": 64,
         "model.encoder": "resnet18", "model.init": "official",
-        # FisherMeter is exact for the ResNet-18 encoders (Conv2d, BatchNorm: inforeg/fisher.py) but has no rule
-        # for the CMU-MOSI transformer (MultiheadAttention, LayerNorm), which this profile also serves: log only
-        # the official proxy and let the window read it.
-        "fisher": False, "method.trace": "official",
     },
 }
 
@@ -225,7 +221,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cremad": {"model.encoder": "resnet18"},
     "kinetics_sounds": {"model.encoder": "resnet18"},
-    "mosi": {"model.encoder": "transformer"},
+    # FisherMeter is exact for the ResNet-18 encoders (Conv2d, BatchNorm: inforeg/fisher.py) but has no rule for
+    # the CMU-MOSI transformer (MultiheadAttention, LayerNorm): log only the official proxy, and let the window
+    # read it (the history's `trace` is then None).
+    "mosi": {"model.encoder": "transformer", "fisher": False, "method.trace": "official"},
     # TAB1 (TEACHING.md): 350 training samples, encoders 128 -> 32, batch 32, 60 epochs
     "tabular": {"model.hidden": 128, "model.feature_dim": 32, "optim.batch_size": 32, "epochs": 60},
 }

@@ -48,7 +48,7 @@ def step_cost(configs: Mapping[str, RunConfig], reference: str, epochs: int = 3,
     old_threads, probe = torch.get_num_threads(), training.linear_probe
     torch.set_num_threads(threads)
     # The last epoch's linear probe is not part of a step and these results are thrown away: skip it.
-    training.linear_probe = lambda model, splits, *args, **kwargs: {m: math.nan for m in splits.train.inputs}
+    training.linear_probe = lambda model, splits, *args, **kwargs: {m: math.nan for m in splits.modalities}
     try:
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]  # start one further each round

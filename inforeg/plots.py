@@ -10,8 +10,10 @@ import seaborn as sns
 from .paths import figures_dir
 
 _PALETTE = sns.color_palette("colorblind")
+# The teaching data's A, B, C take the colours of the roles they play: audio, video, text.
 MODALITY_COLORS = {"A": _PALETTE[0], "B": _PALETTE[1], "C": _PALETTE[2], "audio": _PALETTE[0],
-                   "video": _PALETTE[1], "text": _PALETTE[2], "all": (0.35, 0.35, 0.35)}
+                   "video": _PALETTE[1], "visual": _PALETTE[1], "vision": _PALETTE[1], "text": _PALETTE[2],
+                   "all": (0.35, 0.35, 0.35)}
 METHOD_COLORS = {"joint": _PALETTE[7], "inforeg": _PALETTE[3], "alone": _PALETTE[4]}
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -40,9 +41,28 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def checkpoint_seconds() -> float:
+    """$INFOREG_CHECKPOINT_SECONDS: the least time between two checkpoints of a run (default 0: after every
+    epoch). A run killed between two loses at most that much training; the dry run of the full profile sets
+    it so that its tiny epochs do not each write a ResNet pair's 180 MB of weights and momenta."""
+    value = os.environ.get("INFOREG_CHECKPOINT_SECONDS", "0")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"INFOREG_CHECKPOINT_SECONDS={value!r}: expected a number of seconds") from None
+    if seconds < 0:
+        raise ValueError(f"INFOREG_CHECKPOINT_SECONDS={value!r}: must not be negative")
+    return seconds
+
+
 class FileCheckpoint:
-    def __init__(self, path: Path):
+    """A run's checkpoint file, replaced atomically; a save within `min_interval` seconds of the last
+    written one (or of the start) is skipped."""
+
+    def __init__(self, path: Path, min_interval: float = 0.0):
         self.path = Path(path)
+        self.min_interval = min_interval
+        self.last = time.monotonic()
 
     def load(self) -> dict | None:
         if not self.path.exists():
@@ -54,7 +74,10 @@ class FileCheckpoint:
                                "again from epoch 0") from e
 
     def save(self, state: dict) -> None:
+        if self.min_interval and time.monotonic() - self.last < self.min_interval:
+            return
         _save_torch(self.path, state)
+        self.last = time.monotonic()
 
 
 def _save_torch(path: Path, obj) -> None:
@@ -90,7 +113,7 @@ def get_or_run(cfg: RunConfig, cache_dir: str | Path | None = None, progress: bo
             return done
     folder = entry_dir(cfg, cache_dir)
     atomic_write(folder / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True).encode())
-    checkpoint = FileCheckpoint(folder / "checkpoint.pt")
+    checkpoint = FileCheckpoint(folder / "checkpoint.pt", checkpoint_seconds())
     if force and checkpoint.path.exists():
         checkpoint.path.unlink()
     result = train(cfg, progress=progress, checkpoint=checkpoint)
@@ -192,12 +215,15 @@ def load_model(cfg: RunConfig, cache_dir: str | Path | None = None):
     return model.eval(), splits
 
 
-def features(cfg: RunConfig, split: str = "test", cache_dir: str | Path | None = None):
-    """Each encoder's features on a split of a finished run: ({modality: (N, D) array}, labels array)."""
+def features(cfg: RunConfig, split: str = "test", cache_dir: str | Path | None = None, device: str | None = None):
+    """Each encoder's features on a split of a finished run: ({modality: (N, D) array}, labels array), computed
+    on `device` (None: the run's own, e.g. the GPU that trained a full-profile run; the arrays are on the CPU)."""
+    from .config import resolve_device
     from .train import evaluate
 
     model, splits = load_model(cfg, cache_dir)
     dataset = getattr(splits, split)
     if dataset is None:
         raise ValueError(f"this run has no {split!r} split")
-    return evaluate(model, dataset, "cpu", features=True)["features"], dataset.labels.numpy()
+    device = resolve_device(device or cfg.device)
+    return evaluate(model.to(device), dataset, device, features=True)["features"], dataset.labels.numpy()

@@ -341,29 +341,34 @@ def test_cli_prepare(tmp_path, capsys):
 # --- training ----------------------------------------------------------------------------------------
 
 def test_one_training_epoch_on_the_cpu(cache):
-    """The full profile (ResNet-18 pair, official init and proxy trace) trains one InfoReg epoch from the cache."""
+    """The full profile (ResNet-18 pair, official init; the official preset's window reads the proxy, the exact
+    Tr F is logged beside it) trains one InfoReg epoch from the cache."""
     from inforeg.train import train
 
     cfg = make_config(dataset="cremad", method="inforeg", preset="official", profile="full", device="cpu",
                       overrides={"data.root": str(cache[0]), "data.image_size": SIZE, "epochs": 1,
                                  "optim.batch_size": 4})
-    assert (cfg.model.encoder, cfg.fisher, cfg.method.trace) == ("resnet18", False, "official")
+    assert (cfg.model.encoder, cfg.fisher, cfg.method.trace) == ("resnet18", True, "official")
     result = train(cfg, progress=False)
     h = result.history[0]
     assert math.isfinite(h["train_loss"]) and 0 <= result.test_acc <= 1
     assert h["trace_official"]["audio"] > 0 and h["trace_official"]["visual"] > 0
+    tr = h["trace"]  # per sample, |g_all|^2 = |g_audio|^2 + |g_visual|^2 + |g_head|^2
+    assert tr["audio"] > 0 and tr["visual"] > 0 and tr["all"] >= 0.999 * (tr["audio"] + tr["visual"])
     assert set(result.probe_acc_by_modality) == {"audio", "visual"}
 
 
 def test_full_profile_has_the_paper_settings():
     """SGD lr 2e-3, momentum 0.9, wd 1e-4, StepLR(30, 0.1), batch 64, 50 epochs, ResNet-18 with the official
-    init, device auto; proxy trace until Tr F has conv rules; CMU-MOSI gets transformers."""
+    init, device auto; the exact Tr F on the ResNets (conv and BatchNorm rules); CMU-MOSI gets transformers and
+    the proxy trace (no exact rule for attention)."""
     cfg = make_config(dataset="cremad", profile="full")
     o = cfg.optim
     assert (o.lr, o.momentum, o.weight_decay, o.step_size, o.gamma, o.batch_size) == (2e-3, 0.9, 1e-4, 30, 0.1, 64)
     assert (cfg.epochs, cfg.model.encoder, cfg.model.init) == (50, "resnet18", "official")
     assert cfg.device == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert (cfg.fisher, cfg.method.trace) == (False, "official")
-    assert make_config(dataset="mosi", profile="full").model.encoder == "transformer"
+    assert (cfg.fisher, cfg.method.trace) == (True, "exact")
+    mosi = make_config(dataset="mosi", profile="full")
+    assert (mosi.model.encoder, mosi.fisher, mosi.method.trace) == ("transformer", False, "official")
     assert make_config(dataset="cremad", profile="full", device="cpu").device == "cpu"
     assert make_config().device == "cpu"  # the ci profile stays on the CPU

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -342,3 +343,22 @@ def test_corrupted_checkpoint_raises_naming_the_file(tmp_path, monkeypatch, dama
         get_or_run(cfg, cache_dir=tmp_path, progress=False)
     assert str(path) in str(e.value)
     assert not (folder / "result.json").exists()
+
+
+def test_checkpoint_interval_skips_saves_within_it(tmp_path, monkeypatch):
+    """$INFOREG_CHECKPOINT_SECONDS: saves closer than that to the last one (or the start) are skipped; the
+    result is the same; a bad value is named."""
+    cfg = make_config(overrides={**SMALL, "epochs": 4})
+    written = []
+    monkeypatch.setattr(runs, "_save_torch", lambda path, obj: written.append(Path(path).name))
+    monkeypatch.setenv("INFOREG_CHECKPOINT_SECONDS", "3600")
+    slow = get_or_run(cfg, cache_dir=tmp_path / "hourly", progress=False)
+    assert written == ["model.pt"]  # no epoch checkpoint within the hour, the final weights as always
+    monkeypatch.setenv("INFOREG_CHECKPOINT_SECONDS", "0")
+    written.clear()
+    every = get_or_run(cfg, cache_dir=tmp_path / "every", progress=False)
+    assert written == ["checkpoint.pt"] * 3 + ["model.pt"]  # after every epoch but the last
+    assert _comparable(slow) == _comparable(every)
+    monkeypatch.setenv("INFOREG_CHECKPOINT_SECONDS", "soon")
+    with pytest.raises(ValueError, match="INFOREG_CHECKPOINT_SECONDS='soon'"):
+        get_or_run(cfg, cache_dir=tmp_path / "bad", progress=False)

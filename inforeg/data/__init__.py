@@ -11,7 +11,7 @@ from .base import Batch, DataError, Splits, TensorDataset, from_arrays
 from .teaching import SPECS, ModalitySpec, TeachingSpec, generate, with_knobs
 
 __all__ = ["Batch", "DataError", "Splits", "TensorDataset", "from_arrays", "ModalitySpec", "TeachingSpec",
-           "generate", "with_knobs", "load", "REAL", "data_root"]
+           "generate", "with_knobs", "load", "REAL", "data_root", "check_prepared", "is_synthetic"]
 
 REAL = ("cremad", "kinetics_sounds", "mosi")  # prepared with `python -m inforeg prepare NAME ...`
 _TEACHING_KNOBS = ("dim", "scale", "informative_frac", "amplitude")
@@ -24,16 +24,41 @@ def data_root(data_cfg) -> Path:
     return Path(data_cfg.root) if data_cfg.root is not None else data_dir() / data_cfg.name
 
 
-def _load_real(data_cfg) -> Splits:
-    root = data_root(data_cfg)
-    if data_cfg.name == "mosi":
+def check_prepared(name: str, root: str | Path) -> str:
+    """One line on the prepared cache of a real dataset in `root` (its counts), or DataError naming what is
+    missing: the folder, its manifest, or a file the manifest promises."""
+    from .cache import FrameRecipe, read_manifest
+
+    manifest = read_manifest(root, name)
+    splits = _load_real_from(name, root, FrameRecipe())  # opens every array against the manifest
+    sizes = ", ".join(f"{len(d)} {s}" for s, d in (("train", splits.train), ("val", splits.val),
+                                                   ("test", splits.test)) if d is not None)
+    note = "; SYNTHETIC: random content, for dry runs only" if is_synthetic(manifest) else ""
+    return f"{sizes} in {root}{note}"
+
+
+def is_synthetic(manifest: dict) -> bool:
+    """Whether a prepared cache was written by `inforeg.data.synthetic` (random content) rather than from media."""
+    import json
+
+    return "inforeg.data.synthetic" in json.dumps(manifest.get("recipe", {}))
+
+
+def _load_real_from(name: str, root: Path, recipe) -> Splits:
+    if name == "mosi":
         from .mosi import load as load_mosi
 
         return load_mosi(root)
-    from .cache import FrameRecipe, load_cache
+    from .cache import load_cache
 
-    return load_cache(root, data_cfg.name, FrameRecipe(data_cfg.frames, data_cfg.image_size,
-                                                       test_pick=data_cfg.test_frames))
+    return load_cache(root, name, recipe)
+
+
+def _load_real(data_cfg) -> Splits:
+    from .cache import FrameRecipe
+
+    return _load_real_from(data_cfg.name, data_root(data_cfg),
+                           FrameRecipe(data_cfg.frames, data_cfg.image_size, test_pick=data_cfg.test_frames))
 
 
 def _sized(splits: Splits, data_cfg, seed: int) -> Splits:

@@ -101,8 +101,15 @@ def check_splits(data, path: Path) -> tuple[dict[str, dict[str, np.ndarray]], in
 
 def prepare(raw: str | Path, out: str | Path, log: Callable[[str], None] = print) -> dict:
     """Convert the MulT pickle `raw` into .npy files in `out`; returns the manifest."""
-    raw, out = Path(raw), Path(out)
+    raw = Path(raw)
     splits, replaced = check_splits(read_pickle(raw), raw)
+    return write_cache(splits, out, str(raw), replaced, log)
+
+
+def write_cache(splits: dict[str, dict[str, np.ndarray]], out: str | Path, source: str, replaced: int = 0,
+                log: Callable[[str], None] = print) -> dict:
+    """Write checked splits (`check_splits`) as the cache `load` reads; the manifest last."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     for split, arrays in splits.items():
@@ -115,7 +122,7 @@ def prepare(raw: str | Path, out: str | Path, log: Callable[[str], None] = print
                                "label_counts": {"negative": int((a["labels"] < 0).sum()),
                                                 "non-negative": int((a["labels"] >= 0).sum())},
                                "steps": {m: a[m].shape[1] for m in MODALITIES}} for s, a in splits.items()},
-        "recipe": {"source": str(raw), "infinite_values_set_to_0": replaced, "binary_label": "sentiment >= 0"},
+        "recipe": {"source": source, "infinite_values_set_to_0": replaced, "binary_label": "sentiment >= 0"},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     sizes = ", ".join(f"{v['samples']} {k}" for k, v in manifest["splits"].items())
