@@ -67,8 +67,8 @@ if [ "$dry_run" = 1 ]; then
   echo "== dry run of the full profile: random caches in $INFOREG_DATA_DIR, results in $INFOREG_CACHE_DIR"
   for d in cremad kinetics_sounds mosi; do
     if [ ! -f "$INFOREG_DATA_DIR/$d/manifest.json" ]; then
-      python -m inforeg synthetic --out "$INFOREG_DATA_DIR" --datasets "$d" --train 32 --test 16 \
-        --spectrogram 33x24 --size 16 >/dev/null 2>&1
+      TQDM_DISABLE=1 python -m inforeg synthetic --out "$INFOREG_DATA_DIR" --datasets "$d" --train 32 \
+        --test 16 --spectrogram 33x24 --size 16 >/dev/null  # errors still reach the terminal
     fi
   done
   python -m inforeg check full --no-gpu --allow-synthetic --datasets cremad,kinetics_sounds,mosi
