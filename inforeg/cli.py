@@ -191,8 +191,9 @@ def _run(args) -> int:
 
 def _check(args) -> int:
     """Print what the profile needs and what is here; 0 when everything is, 2 otherwise."""
-    from .data import DataError, REAL, check_prepared, data_root
     from .config import DataConfig
+    from .data import DataError, REAL, check_prepared, data_root, is_synthetic
+    from .data.cache import read_manifest
 
     if args.profile == "ci":
         print("the ci profile needs nothing but this package: teaching data, generated on the CPU")
@@ -216,9 +217,8 @@ def _check(args) -> int:
     for name in REAL:
         root = data_root(DataConfig(name=name))
         try:
-            line = check_prepared(name, root)
-            print(f"{name}: {line}")
-            if "SYNTHETIC" in line and name in wanted and not args.allow_synthetic:
+            print(f"{name}: {check_prepared(name, root)}")
+            if name in wanted and not args.allow_synthetic and is_synthetic(read_manifest(root, name)):
                 problems.append(f"{name}: {root} holds random content (python -m inforeg synthetic), not the "
                                 "dataset: prepare the real data there, or pass --allow-synthetic for a dry run")
         except DataError as e:

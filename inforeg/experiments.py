@@ -9,26 +9,37 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .config import PROFILES, ConfigError, RunConfig, make_config
-from .data import REAL
+from .data import REAL, SPECS
+from .data.mosi import MODALITIES as MOSI_MODALITIES
+from .data.tabular import TAB1
 from .runs import get_or_run_all
+
+
+def _names(specs) -> tuple[str, ...]:
+    return tuple(spec.name for spec in specs)
+
 
 # What each dataset is, for the notebooks: its modalities in model order, the one that leads joint training
 # (the paper's audio) and the one it suppresses (the paper's video). Three-modality sets name the modality
 # that leads and the weakest one alone.
 DATASETS: dict[str, dict[str, Any]] = {
-    "teaching": {"modalities": ("A", "B"), "lead": "A", "weak": "B",
+    "teaching": {"modalities": _names(SPECS["teaching"].modalities), "lead": "A", "weak": "B",
                  "title": "teaching data (A plays audio, B plays video)"},
-    "teaching3": {"modalities": ("A", "B", "C"), "lead": "A", "weak": "C",
+    "teaching3": {"modalities": _names(SPECS["teaching3"].modalities), "lead": "A", "weak": "C",
                   "title": "three-modality teaching data"},
-    "tabular": {"modalities": ("mRNA", "methylation", "miRNA"), "lead": "mRNA", "weak": "miRNA",
+    "tabular": {"modalities": _names(TAB1.omics), "lead": "mRNA", "weak": "miRNA",
                 "title": "TAB1, small noisy three-omics data"},
     "cremad": {"modalities": ("audio", "visual"), "lead": "audio", "weak": "visual", "title": "CREMA-D"},
     "kinetics_sounds": {"modalities": ("audio", "visual"), "lead": "audio", "weak": "visual",
                         "title": "Kinetics-Sounds"},
-    "mosi": {"modalities": ("text", "audio", "vision"), "lead": "text", "weak": "vision", "title": "CMU-MOSI"},
+    "mosi": {"modalities": MOSI_MODALITIES, "lead": "text", "weak": "vision", "title": "CMU-MOSI"},
 }
 # The dataset a notebook studies when it does not name one: teaching data on a CPU, CREMA-D in the full profile.
 PROFILE_DATASET = {"ci": "teaching", "full": "cremad"}
+
+
+def _dataset(dataset: str | None, profile: str) -> str:
+    return dataset or PROFILE_DATASET.get(profile, "teaching")
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,7 @@ def study(profile: str = "ci", dataset: str | None = None) -> Study:
     """The notebooks' setting: `dataset` (None: the profile's, teaching for ci and cremad for full)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    name = dataset or PROFILE_DATASET[profile]
+    name = _dataset(dataset, profile)
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if (name in REAL) != (profile == "full"):
@@ -79,7 +90,7 @@ def over_seeds(method: str = "joint", seeds: Iterable[int] = range(5), dataset: 
                overrides: Mapping[str, Any] | None = None, **fields: Any) -> list[RunConfig]:
     """One config per seed. `dataset` None: the profile's (`study`). `fields` are extra config keys with `__`
     for the dot (`data__modalities=("B",)`); they win over `overrides`."""
-    dataset = dataset or PROFILE_DATASET.get(profile, "teaching")
+    dataset = _dataset(dataset, profile)
     extra = {k.replace("__", "."): v for k, v in fields.items()}
     return [make_config(dataset=dataset, method=method, preset=preset, seed=s, profile=profile, device=device,
                         overrides={**(overrides or {}), **extra}) for s in seeds]
@@ -90,7 +101,7 @@ def alone_joint_inforeg(seeds: Iterable[int] = range(5), dataset: str | None = N
     """Each modality trained alone, joint training and InfoReg (paper preset), over seeds: the runs of
     00_quickstart, which later notebooks reuse from the cache. Keys: "<m> alone", "joint", "InfoReg"."""
     seeds = list(seeds)
-    dataset = dataset or PROFILE_DATASET.get(kwargs.get("profile", "ci"), "teaching")
+    dataset = _dataset(dataset, kwargs.get("profile", "ci"))
     modalities = DATASETS[dataset]["modalities"]
     runs = {f"{m} alone": over_seeds("joint", seeds, dataset, data__modalities=(m,), **kwargs) for m in modalities}
     runs["joint"] = over_seeds("joint", seeds, dataset, **kwargs)

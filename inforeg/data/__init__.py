@@ -39,9 +39,7 @@ def check_prepared(name: str, root: str | Path) -> str:
 
 def is_synthetic(manifest: dict) -> bool:
     """Whether a prepared cache was written by `inforeg.data.synthetic` (random content) rather than from media."""
-    import json
-
-    return "inforeg.data.synthetic" in json.dumps(manifest.get("recipe", {}))
+    return "synthetic" in manifest.get("recipe", {})
 
 
 def _load_real_from(name: str, root: Path, recipe) -> Splits:

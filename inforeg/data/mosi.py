@@ -107,8 +107,9 @@ def prepare(raw: str | Path, out: str | Path, log: Callable[[str], None] = print
 
 
 def write_cache(splits: dict[str, dict[str, np.ndarray]], out: str | Path, source: str, replaced: int = 0,
-                log: Callable[[str], None] = print) -> dict:
-    """Write checked splits (`check_splits`) as the cache `load` reads; the manifest last."""
+                log: Callable[[str], None] = print, synthetic: str | None = None) -> dict:
+    """Write checked splits (`check_splits`) as the cache `load` reads; the manifest last. `synthetic` marks
+    random stand-in content (inforeg.data.synthetic) in the recipe."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
@@ -122,7 +123,8 @@ def write_cache(splits: dict[str, dict[str, np.ndarray]], out: str | Path, sourc
                                "label_counts": {"negative": int((a["labels"] < 0).sum()),
                                                 "non-negative": int((a["labels"] >= 0).sum())},
                                "steps": {m: a[m].shape[1] for m in MODALITIES}} for s, a in splits.items()},
-        "recipe": {"source": source, "infinite_values_set_to_0": replaced, "binary_label": "sentiment >= 0"},
+        "recipe": {"source": source, "infinite_values_set_to_0": replaced, "binary_label": "sentiment >= 0",
+                   **({"synthetic": synthetic} if synthetic else {})},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     sizes = ", ".join(f"{v['samples']} {k}" for k, v in manifest["splits"].items())

@@ -15,18 +15,25 @@ from typing import Callable
 
 import numpy as np
 
+from . import cremad, kinetics_sounds
 from .cache import Clip, Stored, prepare_cache
 
-AV_CLASSES = {"cremad": ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG"),
-              "kinetics_sounds": tuple(str(i) for i in range(31))}
+AV_CLASSES = {"cremad": cremad.CLASSES,
+              "kinetics_sounds": tuple(str(i) for i in range(kinetics_sounds.NUM_CLASSES))}
 SIGNAL = {"lead": 1.0, "other": 0.3}  # the label's pattern, in units of the noise's standard deviation
+MARK = "random content (inforeg.data.synthetic): nothing learnt from it means anything"  # recipe["synthetic"]
 
 
-def _av_clip(clip: Clip, spec_shape: tuple[int, int], frame_size: int, frames: int, seed: int) -> dict:
+def _class_patterns(label: int, spec_shape: tuple[int, int], frame_size: int, seed: int):
+    """A class's spectrogram and frame patterns, the same in every clip of the class."""
+    pattern = np.random.default_rng([seed, 0, label])
+    return pattern.standard_normal(spec_shape), pattern.standard_normal((3, frame_size, frame_size))
+
+
+def _av_clip(clip: Clip, patterns: tuple, spec_shape: tuple[int, int], frame_size: int, frames: int,
+             seed: int) -> dict:
     """A clip's spectrogram (noise plus its class's pattern) and frames (grey plus a weaker class pattern)."""
-    pattern = np.random.default_rng([seed, 0, clip.label])  # the class's pattern, the same in every clip
-    spec_pattern = pattern.standard_normal(spec_shape)
-    frame_pattern = pattern.standard_normal((3, frame_size, frame_size))
+    spec_pattern, frame_pattern = patterns
     rng = np.random.default_rng([seed, 1 + (clip.split == "test"), int(clip.name.rsplit("_", 1)[1])])
     audio = rng.standard_normal(spec_shape) + SIGNAL["lead"] * spec_pattern
     pixels = 128 + 40 * (rng.standard_normal((frames, 3, frame_size, frame_size)) + SIGNAL["other"] * frame_pattern)
@@ -38,8 +45,6 @@ def write_audio_visual(dataset: str, out: str | Path, n_train: int = 48, n_test:
                        seed: int = 0, log: Callable[[str], None] = print) -> dict:
     """A random CREMA-D or Kinetics-Sounds cache; returns its manifest. spec_shape None: the real recipe's
     (257 x 188 for CREMA-D, 1024 x 128 for Kinetics-Sounds)."""
-    from . import cremad, kinetics_sounds
-
     if dataset not in AV_CLASSES:
         raise ValueError(f"unknown audio-visual dataset {dataset!r}; known: {', '.join(AV_CLASSES)}")
     real = {"cremad": cremad.SPEC_SHAPE,
@@ -50,12 +55,12 @@ def write_audio_visual(dataset: str, out: str | Path, n_train: int = 48, n_test:
                                                             "visual": f"synthetic:{split}_{i}"})
              for split, n in (("train", n_train), ("test", n_test)) for i in range(n)]
     stored = {"audio": Stored("spectrogram", spec_shape), "visual": Stored("frames", (3, frame_size, frame_size))}
-    recipe = {"synthetic": f"random content (inforeg.data.synthetic, seed {seed}): nothing learnt from it means "
-                           "anything", "size": frame_size,
+    recipe = {"synthetic": f"{MARK}; seed {seed}", "size": frame_size,
               "train_frames": "random" if dataset == "cremad" else "segments"}
+    patterns = {label: _class_patterns(label, spec_shape, frame_size, seed) for label in {c.label for c in clips}}
 
     def read(clip: Clip) -> dict:
-        return _av_clip(clip, spec_shape, frame_size, frames, seed)
+        return _av_clip(clip, patterns[clip.label], spec_shape, frame_size, frames, seed)
 
     return prepare_cache(out, dataset, classes, clips, [], read, stored, recipe, workers=0, log=log)
 
@@ -80,11 +85,4 @@ def write_mosi(out: str | Path, n_train: int = 48, n_val: int = 24, n_test: int 
         part["audio"][:, 0, 0] = -np.inf  # the real audio features hold -inf, which prepare sets to 0
         data[split] = part
     splits, replaced = check_splits(data, Path(out))
-    return write_cache(splits, out, f"synthetic (inforeg.data.synthetic, seed {seed})", replaced, log)
-
-
-def write(dataset: str, out: str | Path, **kwargs) -> dict:
-    """`write_audio_visual` for cremad and kinetics_sounds, `write_mosi` for mosi."""
-    if dataset == "mosi":
-        return write_mosi(out, **kwargs)
-    return write_audio_visual(dataset, out, **kwargs)
+    return write_cache(splits, out, "inforeg.data.synthetic", replaced, log, synthetic=f"{MARK}; seed {seed}")
