@@ -3,14 +3,18 @@ towards its start-of-epoch weights with a proximal term whose gradient is alpha_
 
 The proximal gradient is added to the gradients of the one ordinary backward pass (no extra backward).
 On a GPU there is no host sync: alpha_m is a device tensor that is 0 on batches where modality m does not
-lead, and every regulated encoder gets the (then zero) pull. On the CPU, where reading alpha costs nothing,
-only the encoders with alpha_m > 0 get it (adding alpha_m (w - w_start) = 0 changes no gradient), which
-halves the work for two modalities; the gradients are bitwise the same either way. The pull is computed in
-buffers allocated once per epoch, not per batch. What remains per batch on a small model is about twenty
-tiny tensor operations (the scores, Delta, alpha): benchmarks/step_cost.py measures what they cost.
+lead, and every regulated encoder gets the (then zero) pull, computed in buffers allocated once per epoch.
+On the CPU, where a torch operation on a handful of numbers costs more than its arithmetic, the scores are
+computed with NumPy on the logits' memory and Delta and alpha as Python floats; only the encoders with
+alpha_m > 0 get the pull (adding alpha_m (w - w_start) = 0 changes no gradient), as two fused passes over
+their gradients. Both paths compute the same quantities and agree within rounding (tests/test_inforeg.py).
+What the step costs, against a joint step, is measured by benchmarks/step_cost.py.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,6 +42,24 @@ def coefficients(delta: Tensor, rule: str, beta: float, official_c: Tensor | Non
     return alpha * (delta > 0)
 
 
+def score_gap_float(scores: list[float]) -> list[float]:
+    """score_gap on Python floats."""
+    gaps = []
+    for s in scores:
+        lower = [s - k for k in scores if k < s]
+        gaps.append(sum(lower) / len(lower) if lower else 0.0)
+    return gaps
+
+
+def coefficients_float(delta: list[float], rule: str, beta: float, official_c: list[float] | None = None) -> list[float]:
+    """coefficients on Python floats."""
+    if rule == "paper":
+        return [math.exp(beta * math.tanh(d)) if d > 0 else 0.0 for d in delta]
+    if rule == "official":
+        return [c * math.exp(math.tanh(d)) if d > 0 else 0.0 for c, d in zip(official_c, delta)]
+    raise ValueError(f"unknown coefficient rule {rule!r}; known: paper, official")
+
+
 class InfoReg(Method):
     def __init__(self, cfg, model):
         super().__init__(cfg, model)
@@ -49,6 +71,7 @@ class InfoReg(Method):
                 raise ValueError(f"method.official_c has {len(mc.official_c)} prefactors but the run has "
                                  f"{len(self.modalities)} modalities {list(self.modalities)}")
             self.official_c = torch.tensor(mc.official_c, dtype=torch.float64)
+        self.official_c_float = [float(c) for c in mc.official_c] if mc.coefficient == "official" else None
         self.active: dict[str, bool] = {}
 
     def on_epoch_start(self, state: EpochState) -> None:
@@ -57,18 +80,18 @@ class InfoReg(Method):
                        for m in self.modalities}
         self.start = {m: [p.detach().clone() for p in self.params[m]] for m in self.modalities
                       if self.active[m]}
-        # the pull's storage, reused every batch: a fresh allocation per step costs page faults on the CPU
-        self.pull = {m: [torch.empty_like(p) for p in self.params[m]] for m in self.start}
         first = next(self.model.parameters())
         device = first.device
         self.on_cpu = device.type == "cpu"
+        self.pull = {}  # the device path's pull storage: allocated on its first batch, reused for the epoch
         if self.official_c is not None:
             self.official_c = self.official_c.to(device=device, dtype=first.dtype)
         self.mask = torch.tensor([float(self.active[m]) for m in self.modalities], device=device, dtype=first.dtype)
         self.alpha_sum = torch.zeros(len(self.modalities), device=device, dtype=first.dtype)
         self.regulated = torch.zeros(len(self.modalities), device=device)  # GPU path: counts on the device
         self.any_regulated = torch.zeros((), device=device)
-        self.counts = [0] * len(self.modalities)  # CPU path: counts in Python
+        self.alpha_sum_cpu = [0.0] * len(self.modalities)  # CPU path: sums and counts in Python
+        self.counts = [0] * len(self.modalities)
         self.any_count = 0
         self.batches = 0
 
@@ -77,6 +100,9 @@ class InfoReg(Method):
         self.batches += 1
         if not any(self.active.values()):
             return
+        if self.on_cpu:
+            self._after_backward_cpu(out, labels)
+            return
         n = len(self.modalities)  # true-class probabilities of every modality in one softmax and one gather
         logits = torch.stack([out.unimodal[m] for m in self.modalities])
         probs = logits.softmax(dim=2).gather(2, labels.expand(n, -1).unsqueeze(2)).squeeze(2)
@@ -84,34 +110,53 @@ class InfoReg(Method):
         alpha = coefficients(score_gap(scores), self.cfg.method.coefficient, self.cfg.method.beta,
                              self.official_c) * self.mask
         self.alpha_sum += alpha
-        if self.on_cpu:
-            values = alpha.tolist()
-            pulled = [i for i, a in enumerate(values) if a > 0]
-            self.counts = [c + (a > 0) for c, a in zip(self.counts, values)]
-            self.any_count += bool(pulled)
-        else:
-            pulled = [i for i, m in enumerate(self.modalities) if self.active[m]]
-            on = alpha > 0
-            self.regulated += on
-            self.any_regulated += on.any()
-        for i in pulled:  # grad += alpha_m (w - w_start)
-            m = self.modalities[i]
-            pull = self.pull[m]
-            if self.on_cpu:  # one pass per tensor
-                for p, p0, buf in zip(self.params[m], self.start[m], pull):
-                    torch.sub(p, p0, out=buf)
-            else:  # two fused launches rather than one per tensor
-                torch._foreach_copy_(pull, self.params[m])
-                torch._foreach_sub_(pull, self.start[m])
+        on = alpha > 0
+        self.regulated += on
+        self.any_regulated += on.any()
+        for i, m in enumerate(self.modalities):  # grad += alpha_m (w - w_start), alpha_m = 0 when m does not lead
+            if not self.active[m]:
+                continue
+            pull = self.pull.get(m)
+            if pull is None:
+                pull = self.pull[m] = [torch.empty_like(p) for p in self.params[m]]
+            torch._foreach_copy_(pull, self.params[m])  # two fused launches rather than one per tensor
+            torch._foreach_sub_(pull, self.start[m])
             torch._foreach_mul_(pull, alpha[i])
             torch._foreach_add_([p.grad for p in self.params[m]], pull)
 
+    def _after_backward_cpu(self, out: Output, labels: Tensor) -> None:
+        """The same step for a model on the CPU, where a torch operation on a handful of numbers costs more
+        than the arithmetic: scores with NumPy on the logits' memory, Delta and alpha as Python floats, and the
+        pull as two fused passes over the gradients (alpha w, then -alpha w_start) only for a leading modality."""
+        y = labels.numpy()
+        rows = np.arange(len(y))
+        scores = []
+        for m in self.modalities:  # p_y = 1 / sum_j exp(z_j - z_y), in float64
+            z = out.unimodal[m].detach().numpy().astype(np.float64)
+            z -= z[rows, y][:, None]
+            p = 1.0 / np.exp(z, out=z).sum(1)
+            scores.append(float(p.sum() if self.cfg.method.score == "sum" else p.mean()))
+        alphas = coefficients_float(score_gap_float(scores), self.cfg.method.coefficient, self.cfg.method.beta,
+                                    self.official_c_float)
+        pulled = False
+        for i, (m, a) in enumerate(zip(self.modalities, alphas)):
+            if not (a > 0 and self.active[m]):  # also skips a NaN, as the device path's alpha > 0 does
+                continue
+            pulled = True
+            self.alpha_sum_cpu[i] += a
+            self.counts[i] += 1
+            grads = [p.grad for p in self.params[m]]
+            torch._foreach_add_(grads, self.params[m], alpha=a)
+            torch._foreach_add_(grads, self.start[m], alpha=-a)
+        self.any_count += pulled
+
     def on_epoch_end(self, state: EpochState) -> dict:
         n = max(self.batches, 1)
-        alpha_sum = self.alpha_sum.tolist()
         if self.on_cpu:
+            alpha_sum = self.alpha_sum_cpu
             regulated, any_regulated = [float(c) for c in self.counts], float(self.any_count)
         else:
+            alpha_sum = self.alpha_sum.tolist()
             regulated, any_regulated = self.regulated.tolist(), float(self.any_regulated)
         return {
             "alpha": {m: (a / r if r else None) for m, a, r in zip(self.modalities, alpha_sum, regulated)},
