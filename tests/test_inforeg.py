@@ -19,19 +19,12 @@ OPEN = {"A": (True, 0.5), "B": (True, 0.5)}
 CLOSED = {"A": (False, -0.1), "B": (False, -0.1)}
 
 
-def _hand_gap(scores: list[float]) -> list[float]:
-    out = []
-    for s in scores:
-        lower = [s - t for t in scores if t < s]
-        out.append(sum(lower) / len(lower) if lower else 0.0)
-    return out
-
-
 @pytest.mark.parametrize("scores", [[0.9, 0.5, 0.2], [0.2, 0.9, 0.5], [0.5, 0.5, 0.2], [0.3, 0.3, 0.3]])
 def test_score_gap_three_modalities(scores):
-    """Delta_m = mean of s_m - s_k over the k scoring strictly lower than m; 0 if none (ties are not lower)."""
+    """Delta_m = mean of s_m - s_k over the k scoring strictly lower than m; 0 if none (ties are not lower): the
+    tensor version (GPU path) against the Python one (CPU path), itself checked on a worked example below."""
     got = score_gap(torch.tensor(scores, dtype=torch.float64))
-    torch.testing.assert_close(got, torch.tensor(_hand_gap(scores), dtype=torch.float64))
+    torch.testing.assert_close(got, torch.tensor(score_gap_float(scores), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("scores", [[0.9, 0.5, 0.2], [0.3, 0.3, 0.1], [0.4, 0.7], [0.5, 0.5]])
@@ -39,17 +32,17 @@ def test_score_gap_three_modalities(scores):
 def test_float_versions_equal_the_tensor_versions(scores, rule):
     """The CPU path's score_gap_float and coefficients_float compute what score_gap and coefficients do."""
     c = [0.8, 1.2, 1.0][:len(scores)]
-    want = coefficients(score_gap(torch.tensor(scores, dtype=torch.float64)), rule, 0.9,
-                        torch.tensor(c, dtype=torch.float64)).tolist()
-    gap = score_gap_float(scores)
-    assert gap == pytest.approx(score_gap(torch.tensor(scores, dtype=torch.float64)).tolist(), rel=1e-15)
-    assert coefficients_float(gap, rule, 0.9, c) == pytest.approx(want, rel=1e-14)
+    gap = score_gap(torch.tensor(scores, dtype=torch.float64))
+    want = coefficients(gap, rule, 0.9, torch.tensor(c, dtype=torch.float64)).tolist()
+    assert score_gap_float(scores) == pytest.approx(gap.tolist(), rel=1e-15)
+    assert coefficients_float(gap.tolist(), rule, 0.9, c) == pytest.approx(want, rel=1e-14)
 
 
 def test_score_gap_worked_example():
     """[0.9, 0.5, 0.2] -> [(0.4 + 0.7)/2, 0.3, 0]."""
     got = score_gap(torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)).tolist()
     assert got == pytest.approx([0.55, 0.3, 0.0], abs=1e-12)
+    assert score_gap_float([0.9, 0.5, 0.2]) == pytest.approx([0.55, 0.3, 0.0], abs=1e-12)
 
 
 def test_coefficients_paper_and_official():
