@@ -10,8 +10,8 @@ numbers are set aside (spacing runs aside too, since a wider number shifts a tab
 pair of numbers printed with the same number of decimals is within TOLERANCE_UNITS units of that last
 decimal, or within TOLERANCE_RELATIVE of the larger magnitude. Whole numbers (epochs, counts, seeds) must be
 equal. Everything else must match exactly: the words, the number of numbers, their formats, and every other
-output of the cell. The pytest summary lists
-each cell that passed only this way, with its largest difference, so the tolerance is never silent.
+output of the cell. The pytest summary lists each cell that passed only this way, with its largest
+difference, so the tolerance is never silent.
 """
 from __future__ import annotations
 
