@@ -64,7 +64,10 @@ def citations(markdown: str, moved: set[tuple[str, str]]) -> list[str]:
 
 
 def read_at(rev: str, path: Path) -> dict:
-    rel = path.resolve().relative_to(ROOT).as_posix()
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        raise SystemExit(f"{path}: not inside the repository {ROOT}") from None
     done = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{rel}: not readable at {rev}: {done.stderr.strip()}")

@@ -36,7 +36,6 @@ def test_lists_moved_values_and_the_sentences_that_cite_them(drift, tmp_path, ca
     prose = "B gains 6.5 with the probe (seeds +5.3 to +7.4), over 30 epochs."
     nb.write_text(_notebook(prose, "B probe +6.5 (seeds +5.3 to +7.4); epochs 30\n", "slow 12.0 s\n"))
     _git(tmp_path, "init", "-q")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "notebook")
     nb.write_text(_notebook(prose, "B probe +6.6 (seeds +5.4 to +7.4); epochs 30\n", "slow 14.0 s\n"))
@@ -57,3 +56,10 @@ def test_a_notebook_missing_at_the_revision_is_named(drift, tmp_path):
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x", "--allow-empty")
     with pytest.raises(SystemExit, match="01_new.ipynb: not readable at HEAD"):
         drift.main([str(nb)])
+
+
+def test_a_notebook_outside_the_repository_is_named(drift, tmp_path):
+    outside = tmp_path.parent / "elsewhere.ipynb"
+    outside.write_text(_notebook("text", "1.0\n"))
+    with pytest.raises(SystemExit, match="elsewhere.ipynb: not inside the repository"):
+        drift.main([str(outside)])
