@@ -51,7 +51,8 @@ def score_gap_float(scores: list[float]) -> list[float]:
     return gaps
 
 
-def coefficients_float(delta: list[float], rule: str, beta: float, official_c: list[float] | None = None) -> list[float]:
+def coefficients_float(delta: list[float], rule: str, beta: float,
+                       official_c: tuple[float, ...] | None = None) -> list[float]:
     """coefficients on Python floats."""
     if rule == "paper":
         return [math.exp(beta * math.tanh(d)) if d > 0 else 0.0 for d in delta]
@@ -71,7 +72,6 @@ class InfoReg(Method):
                 raise ValueError(f"method.official_c has {len(mc.official_c)} prefactors but the run has "
                                  f"{len(self.modalities)} modalities {list(self.modalities)}")
             self.official_c = torch.tensor(mc.official_c, dtype=torch.float64)
-        self.official_c_float = [float(c) for c in mc.official_c] if mc.coefficient == "official" else None
         self.active: dict[str, bool] = {}
 
     def on_epoch_start(self, state: EpochState) -> None:
@@ -128,16 +128,13 @@ class InfoReg(Method):
         """The same step for a model on the CPU, where a torch operation on a handful of numbers costs more
         than the arithmetic: scores with NumPy on the logits' memory, Delta and alpha as Python floats, and the
         pull as two fused passes over the gradients (alpha w, then -alpha w_start) only for a leading modality."""
-        y = labels.numpy()
-        rows = np.arange(len(y))
-        scores = []
-        for m in self.modalities:  # p_y = 1 / sum_j exp(z_j - z_y), in float64
-            z = out.unimodal[m].detach().numpy().astype(np.float64)
-            z -= z[rows, y][:, None]
-            p = 1.0 / np.exp(z, out=z).sum(1)
-            scores.append(float(p.sum() if self.cfg.method.score == "sum" else p.mean()))
-        alphas = coefficients_float(score_gap_float(scores), self.cfg.method.coefficient, self.cfg.method.beta,
-                                    self.official_c_float)
+        mc, y, scores = self.cfg.method, labels.numpy(), []
+        rows, n = np.arange(len(y)), 1 if mc.score == "sum" else len(y)
+        for m in self.modalities:  # p_y = 1 / sum_j exp(z_j - z_y), in float64, in as few NumPy calls as we can
+            z = out.unimodal[m].detach().numpy()
+            d = np.subtract(z, z[rows, y][:, None], dtype=np.float64)
+            scores.append(float((1.0 / np.exp(d, out=d).sum(1)).sum()) / n)  # the mean: sum / n, as NumPy's
+        alphas = coefficients_float(score_gap_float(scores), mc.coefficient, mc.beta, mc.official_c)
         pulled = False
         for i, (m, a) in enumerate(zip(self.modalities, alphas)):
             if not (a > 0 and self.active[m]):  # also skips a NaN, as the device path's alpha > 0 does
