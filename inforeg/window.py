@@ -53,3 +53,29 @@ def window_state(rule: str, traces: dict[str, list[float]], modalities: Sequence
             state = (False, state[1])
         return {m: state for m in modalities}
     raise ValueError(f"unknown window rule {rule!r}; known: paper, official")
+
+
+# Reading a run's history: in which epochs was the window open, or the modality regulated? (the notebooks' tables)
+
+def epochs_on(history: Sequence[dict], key: str, m: str) -> list[int]:
+    """The epochs whose record has `key` on for modality m: "window" (the prime learning window open) or
+    "reg_frac" (at least one of the epoch's batches regulated)."""
+    if key not in ("window", "reg_frac"):
+        raise ValueError(f"epochs_on: key must be 'window' or 'reg_frac', got {key!r}")
+    return [h["epoch"] for h in history if h[key][m] > 0]
+
+
+def epoch_range(history: Sequence[dict], key: str, m: str) -> str:
+    """The first and last of `epochs_on`, as "first-last" ("none" if there are none); gaps are not shown."""
+    on = epochs_on(history, key, m)
+    return f"{on[0]}-{on[-1]}" if on else "none"
+
+
+def epoch_pattern(history: Sequence[dict], key: str, m: str) -> str:
+    """One character per epoch. key "window": 'o' open, '.' closed. key "reg_frac": '#' regulated on at least
+    half of the epoch's batches, '+' on fewer, '.' on none."""
+    if key == "window":
+        return "".join("o" if h["window"][m] else "." for h in history)
+    if key == "reg_frac":
+        return "".join("#" if h["reg_frac"][m] >= 0.5 else "+" if h["reg_frac"][m] > 0 else "." for h in history)
+    raise ValueError(f"epoch_pattern: key must be 'window' or 'reg_frac', got {key!r}")

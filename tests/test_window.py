@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from inforeg.window import official_window, paper_window, window_state
+from inforeg.window import epoch_pattern, epoch_range, epochs_on, official_window, paper_window, window_state
 
 
 @pytest.mark.parametrize("traces", [[], [3.0]])
@@ -123,3 +123,24 @@ def test_window_state_unknown_rule_raises():
     """An unknown rule raises a ValueError naming the known ones."""
     with pytest.raises(ValueError, match="paper, official"):
         window_state("median", {"A": []}, ("A",), 0.04, 2, 0.05, 10, None)
+
+
+def _history(windows: str, fracs: list[float]) -> list[dict]:
+    return [{"epoch": e, "window": {"a": w == "o"}, "reg_frac": {"a": f}} for e, (w, f) in enumerate(zip(windows, fracs))]
+
+
+def test_epochs_on_range_and_pattern_read_a_history():
+    h = _history(".oo.o.", [0.0, 0.0, 0.75, 0.25, 0.5, 0.0])
+    assert epochs_on(h, "window", "a") == [1, 2, 4]
+    assert epochs_on(h, "reg_frac", "a") == [2, 3, 4]
+    assert epoch_range(h, "window", "a") == "1-4" and epoch_range(h, "reg_frac", "a") == "2-4"
+    assert epoch_pattern(h, "window", "a") == ".oo.o."
+    assert epoch_pattern(h, "reg_frac", "a") == "..#+#."
+    never = _history("...", [0.0, 0.0, 0.0])
+    assert epochs_on(never, "window", "a") == [] and epoch_range(never, "reg_frac", "a") == "none"
+
+
+@pytest.mark.parametrize("fn", [epochs_on, epoch_range, epoch_pattern])
+def test_history_readers_name_an_unknown_key(fn):
+    with pytest.raises(ValueError, match="'window' or 'reg_frac', got 'alpha'"):
+        fn(_history("o", [1.0]), "alpha", "a")
